@@ -1,0 +1,5 @@
+import sys
+
+from flowft.cli import main
+
+sys.exit(main())

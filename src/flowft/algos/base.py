@@ -1,0 +1,61 @@
+"""Algorithm interface used by the shared training loop (train/loop.py). Algorithms never step environments."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from flowft.data.buffer import ReplayBuffer
+
+ActMode = Literal["explore", "ode", "sde", "bon"]
+"""explore: the data-collection sampler; ode: deterministic Euler policy; sde: one SDE sample; bon: Best-of-N SDE."""
+
+
+class DivergenceError(RuntimeError):
+    """A loss or parameter became NaN/inf; the loop stops and keeps the last good checkpoint."""
+
+
+def check_finite(stats: dict[str, float], where: str) -> None:
+    bad = [k for k, v in stats.items() if not torch.isfinite(torch.tensor(float(v)))]
+    if bad:
+        raise DivergenceError(f"{where}: non-finite {bad} (values {[stats[k] for k in bad]})")
+
+
+class Algorithm(ABC):
+    name: ClassVar[str]
+
+    def __init__(self, cfg: Any, obs_dim: int, act_dim: int, chunk_len: int, device: torch.device, seed: int):
+        self.cfg, self.obs_dim, self.act_dim, self.chunk_len, self.device = cfg, obs_dim, act_dim, chunk_len, device
+        # Separate generators: training noise and acting noise never perturb each other (exact resume).
+        self.gen = torch.Generator(device=device).manual_seed(seed)
+        self.act_gen = torch.Generator(device=device).manual_seed(seed + 1)
+        self.head_gen = torch.Generator().manual_seed(seed + 2)  # CPU: random critic-head choices
+        self.grad_steps = 0
+
+    @abstractmethod
+    def act(self, obs: torch.Tensor, mode: ActMode, generator: torch.Generator | None = None) -> torch.Tensor:
+        """obs [N, Do] (raw env obs) -> action chunk [N, H, Da] in env action space."""
+
+    @abstractmethod
+    def update(self, buffer: ReplayBuffer) -> dict[str, float]:
+        """One gradient update (samples its own batches); returns train/ metrics."""
+
+    @abstractmethod
+    def modules(self) -> dict[str, nn.Module]:
+        """Everything saved to model.safetensors; `actor` must be the deployable FlowPolicy."""
+
+    @abstractmethod
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        ...
+
+    def generators(self) -> dict[str, torch.Generator]:
+        return {"gen": self.gen, "act_gen": self.act_gen, "head_gen": self.head_gen}
+
+    def extra_state(self) -> dict:
+        return {"grad_steps": self.grad_steps}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.grad_steps = int(state["grad_steps"])

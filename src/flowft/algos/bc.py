@@ -1,0 +1,120 @@
+"""Behaviour-cloning pretraining of the flow policy with the paper's "clip to <= 50 %" early stop.
+
+Every `eval_every` steps the policy is evaluated with the rollout sampler; BC stops and saves as soon as the
+success rate reaches `clip_threshold` (0.45, bc_runner.run_bc_training with clip_bc_wrt=SDE).
+Best-of-N needs a critic; none exists during BC, and Best-of-N over an untrained critic is a uniformly random
+pick among N SDE samples, i.e. distributed exactly as one SDE sample, which is what we evaluate (`sde`).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from flowft import __version__
+from flowft.data.hdf5 import read_demos
+from flowft.envs.make import make_vec_env
+from flowft.policies.flow import FlowPolicy, FlowPolicyConfig
+from flowft.registry import get_task
+from flowft.train.evaluate import evaluate
+from flowft.utils.checkpoint import atomic_dir, commit_dir, save_modules
+from flowft.utils.config_io import to_dict, write_json
+from flowft.utils.logging import Logger, LogConfig
+from flowft.utils.seeding import seed_everything
+
+
+@dataclass(frozen=True)
+class BCConfig:
+    demos: str
+    """robomimic-style HDF5 demo file (`flowft demos` writes one)."""
+    task: str = "toy"
+    policy: FlowPolicyConfig = field(default_factory=FlowPolicyConfig)
+    steps: int = 500_000
+    """Maximum gradient steps (500k square/kitchen, 50k Adroit in the paper)."""
+    batch_size: int = 256
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    eval_every: int = 5_000
+    """Gradient steps between clip checks (5k square, 1k Adroit)."""
+    eval_episodes: int = 64
+    eval_envs: int = 16
+    clip: bool = True
+    """Stop at the first evaluation with success >= clip_threshold (the paper's clipped BC start)."""
+    clip_threshold: float = 0.45
+    clip_sampler: Literal["sde", "ode"] = "sde"
+    only_success: bool = True
+    """Train only on successful demo episodes."""
+    max_episodes: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+    out_dir: str = "runs"
+    run_name: str | None = None
+    log: LogConfig = field(default_factory=lambda: LogConfig(log_every=1000))
+
+
+def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
+    """Train, clip, save. Returns (checkpoint dir, final eval metrics)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    device = torch.device(cfg.device)
+    task = get_task(cfg.task)
+    data = read_demos(cfg.demos, only_success=cfg.only_success, max_episodes=cfg.max_episodes)
+    venv = make_vec_env(task, cfg.eval_envs)
+    obs_dim, act_dim, H = venv.single_observation_space.shape[0], venv.single_action_space.shape[0], task.chunk_len
+    if data.obs.shape[1] != obs_dim or data.actions.shape[1] != act_dim:
+        raise ValueError(f"{cfg.demos}: demo obs/action dims {data.obs.shape[1]}/{data.actions.shape[1]} do not match "
+                         f"task '{cfg.task}' ({obs_dim}/{act_dim})")
+    policy = FlowPolicy(obs_dim, act_dim, H, cfg.policy).to(device)
+    policy.fit_normalizers(torch.from_numpy(data.obs), torch.from_numpy(data.actions))
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    run_dir = Path(cfg.out_dir) / (cfg.run_name or f"bc-{cfg.task}-s{cfg.seed}-{datetime.now():%Y%m%d-%H%M%S}")
+    run_dir.mkdir(parents=True, exist_ok=False)
+    config = {"kind": "bc", "flowft_version": __version__, "task": cfg.task, "bc": to_dict(cfg),
+              "policy": to_dict(cfg.policy), "dims": {"obs_dim": obs_dim, "act_dim": act_dim, "chunk_len": H},
+              "env_meta": data.env_meta}
+    write_json(run_dir / "config.json", config)
+    logger = Logger(run_dir, cfg.log, config)
+    rng, gen = np.random.default_rng(cfg.seed), torch.Generator(device=device).manual_seed(cfg.seed)
+    result: dict = {}
+    for step in range(1, cfg.steps + 1):
+        obs, actions, valid = (x.to(device) for x in data.sample_chunks(cfg.batch_size, H, rng))
+        loss = policy.cfm_loss(obs, actions, valid, generator=gen)
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"BC loss became {loss.item()} at step {step}; nothing was saved")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            result = _eval(policy, venv, H, cfg, step, device)
+            logger.log({"train/bc_loss": loss.item(), **result}, 0, step)
+            print(f"[bc {step:>7d}] loss={loss.item():.4f} success={result['eval/success']:.3f}", file=sys.stderr)
+            if cfg.clip and result["eval/success"] >= cfg.clip_threshold:
+                break
+        elif step % cfg.log.log_every == 0:
+            logger.log({"train/bc_loss": loss.item()}, 0, step)
+    result = {**result, "bc/steps": step, "bc/clipped": bool(cfg.clip and result.get("eval/success", 0) >= cfg.clip_threshold)}
+    final = run_dir / "checkpoint"
+    tmp = atomic_dir(final)
+    save_modules(tmp / "model.safetensors", {"actor": policy})
+    write_json(tmp / "config.json", {**config, "result": result})
+    commit_dir(tmp, final)
+    logger.close()
+    return final, result
+
+
+def _eval(policy: FlowPolicy, venv, H: int, cfg: BCConfig, step: int, device) -> dict[str, float]:
+    gen = torch.Generator(device=device).manual_seed(cfg.seed * 7919 + step)
+    if cfg.clip_sampler == "sde":
+        act = lambda o: policy.sample_sde(o, 1, generator=gen).actions[0]  # noqa: E731
+    else:
+        act = lambda o: policy.sample_ode(o, generator=gen)  # noqa: E731
+    res = evaluate(act, venv, H, cfg.eval_episodes, seed=cfg.seed + 20_000, stream=step, device=device)
+    return {f"eval/{k}": v for k, v in res.items()}

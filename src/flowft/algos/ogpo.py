@@ -1,0 +1,178 @@
+"""OGPO: Off-Policy Generative Policy Optimization (Patil et al., arXiv 2605.03065), OGPO+ and OGPO+CA.
+
+Critic ensemble learned off-policy with chunked TD; actor improved by PPO inside the denoising chain
+("in imagination"): B replay states x G SDE chains from the EMA target actor, scored by the target critics,
+group Monte-Carlo baseline, clipped ratio of whole-chain log-probs. No backprop through the sampler, no grad_a Q.
+Reference: OGPO_public ogpo/agents/ogpo.py (actor_loss, critic_loss, sample_actions_BON); algorithm_reference §1.
+Shapes: B states, G group, M heads, K steps, H chunk, Da, Do, d = H*Da, N envs.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from flowft.algos.base import ActMode, Algorithm, check_finite
+from flowft.critics.ensemble import Aggregation, CriticConfig, CriticEnsemble, aggregate, polyak
+from flowft.critics.targets import chunk_returns, td_target
+from flowft.data.buffer import ReplayBuffer
+from flowft.objectives.advantages import AdvantageKind, advantages
+from flowft.objectives.ppo import ppo_clip_loss
+from flowft.policies.flow import FlowPolicy, FlowPolicyConfig
+from flowft.utils.schedules import restarting_warmup_cosine
+
+
+@dataclass(frozen=True)
+class OGPOConfig:
+    policy: FlowPolicyConfig = field(default_factory=FlowPolicyConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    gamma: float = 0.99
+    """Discount (0.99 square/kitchen, 0.999 transport/toolhang, 0.95 Adroit)."""
+    batch_size: int = 256
+    """Replay chunks per update; the critic uses all of them, the actor the first `ppo_batch_size` states."""
+    ppo_batch_size: int = 256
+    group_size: int = 32
+    """G imagined SDE chains per state (`group_num_samples`)."""
+    clip_eps: float = 0.01
+    """PPO clip on the normalised whole-chain ratio."""
+    advantage: AdvantageKind = "conservative"
+    """vanilla (OGPO) | conservative sign-consensus (OGPO+CA) | penultimate."""
+    normalize_group: bool = False
+    """GRPO-style division by the group std (off in OGPO; the ablation says it hurts)."""
+    adv_clip_min: float | None = None
+    """Lower clip on advantages (0 gives OGPO-NN, 'no negative')."""
+    target_agg: Aggregation = "mean"
+    """Critic TD target aggregation over heads (mean in OGPO; min is the pessimistic ablation)."""
+    bc_coeff: float = 1.0
+    """lambda_BC of the flow-matching cloning term (OGPO+); 0 disables it."""
+    bc_source: Literal["success", "replay"] = "success"
+    """success: success-buffer batch, falling back to the replay batch before any success (the reference)."""
+    best_of_n: int = 8
+    """Acting: N SDE samples from the target actor, execute argmax of `bon_agg` target Q (1 = plain SDE)."""
+    bon_agg: Aggregation = "subsample"
+    actor_lr: float = 4.5e-5
+    actor_lr_floor: float = 2e-5
+    lr_warmup: int = 2000
+    lr_cycle: int = 50_000
+    critic_lr: float = 4.5e-5
+    """The reference code gives the online critic ppo_lr too (algorithm_reference §1.4)."""
+    weight_decay: float = 1e-5
+    grad_clip: float = 1000.0
+    tau_actor: float = 0.005
+    tau_critic: float = 0.05
+    drop_partial_chunks: bool = True
+    """Weight the TD loss by valid[-1] (reference): chunks crossing an episode end before their last step are
+    skipped. False uses them with exact n-step targets."""
+    success_critic_step: bool = False
+    """Extra TD step on a success-buffer batch (`use_success_buffer_q`, square/transport scripts)."""
+
+
+class OGPO(Algorithm):
+    name = "ogpo"
+
+    def __init__(self, cfg: OGPOConfig, obs_dim: int, act_dim: int, chunk_len: int, device: torch.device, seed: int):
+        super().__init__(cfg, obs_dim, act_dim, chunk_len, device, seed)
+        self.actor = FlowPolicy(obs_dim, act_dim, chunk_len, cfg.policy).to(device)
+        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
+        self.critic = CriticEnsemble(obs_dim, act_dim, chunk_len, cfg.critic).to(device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_opt = torch.optim.AdamW(self.actor.parameters(), lr=cfg.actor_lr, weight_decay=cfg.weight_decay)
+        self.critic_opt = torch.optim.AdamW(self.critic.parameters(), lr=cfg.critic_lr, weight_decay=cfg.weight_decay)
+
+    def init_from_bc(self, actor_state: dict[str, torch.Tensor]) -> None:
+        """Start from a BC checkpoint: actor and EMA actor = BC weights; critics share its normalisers."""
+        self.actor.load_state_dict(actor_state)
+        self.actor_target.load_state_dict(actor_state)
+        for c in (self.critic, self.critic_target):
+            c.copy_normalizers(self.actor.obs_normalizer, self.actor.act_normalizer)
+
+    def modules(self):
+        return {"actor": self.actor, "actor_target": self.actor_target,
+                "critic": self.critic, "critic_target": self.critic_target}
+
+    def optimizers(self):
+        return {"actor": self.actor_opt, "critic": self.critic_opt}
+
+    # ------------------------------------------------------------------------------------------------ act
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, mode: ActMode, generator: torch.Generator | None = None) -> torch.Tensor:
+        gen = generator or self.act_gen
+        if mode == "ode":
+            return self.actor.sample_ode(obs, generator=gen)
+        n = self.cfg.best_of_n if mode in ("explore", "bon") else 1
+        s = self.actor_target.sample_sde(obs, n, generator=gen)  # actions [n, N, H, Da]
+        if n == 1:
+            return s.actions[0]
+        q = self.critic_target(obs.unsqueeze(0).expand(n, *obs.shape), s.actions)  # [M, n, N]
+        best = aggregate(q, self.cfg.bon_agg, self.head_gen).argmax(0)  # [N]
+        return s.actions[best, torch.arange(obs.shape[0], device=obs.device)]
+
+    # --------------------------------------------------------------------------------------------- update
+    def update(self, buffer: ReplayBuffer) -> dict[str, float]:
+        cfg = self.cfg
+        batch = buffer.sample(cfg.batch_size).to(self.device)
+        stats = self.actor_step(batch.obs[: cfg.ppo_batch_size], buffer, batch)
+        stats.update(self.critic_step(batch))
+        if cfg.success_critic_step and buffer.can_sample(success=True):
+            stats["critic/sb_loss"] = self.critic_step(buffer.sample(cfg.batch_size, success=True).to(self.device))["critic/loss"]
+        self.grad_steps += 1
+        check_finite(stats, f"ogpo update {self.grad_steps}")
+        return stats
+
+    def actor_step(self, S: torch.Tensor, buffer: ReplayBuffer, batch) -> dict[str, float]:
+        cfg = self.cfg
+        G, B = cfg.group_size, S.shape[0]
+        with torch.no_grad():
+            imagined = self.actor_target.sample_sde(S, G, generator=self.gen)  # chain [G, B, K+1, d]
+            q = self.critic_target(S.unsqueeze(0).expand(G, B, self.obs_dim), imagined.actions)  # [M, G, B]
+            q = q.transpose(0, 1)  # [G, M, B]
+            adv = advantages(q, cfg.advantage, cfg.normalize_group)  # [G, B]
+            if cfg.adv_clip_min is not None:
+                adv = adv.clamp_min(cfg.adv_clip_min)
+        logp = self.actor.log_prob(S, imagined.chain)  # [G, B], teacher-forced, fp32
+        pg_loss, ratio_stats = ppo_clip_loss(logp, imagined.logp, adv, cfg.clip_eps)
+        loss, stats = pg_loss, {f"actor/{k}": v for k, v in ratio_stats.items()}
+        if cfg.bc_coeff > 0:
+            use_sb = cfg.bc_source == "success" and buffer.can_sample(success=True)
+            bc = buffer.sample(cfg.batch_size, success=True).to(self.device) if use_sb else batch
+            bc_loss = self.actor.cfm_loss(bc.obs, bc.actions, bc.valid, generator=self.gen)
+            loss = loss + cfg.bc_coeff * bc_loss
+            stats.update({"actor/bc_loss": bc_loss.item(), "actor/bc_on_success": float(use_sb)})
+        lr = restarting_warmup_cosine(self.grad_steps, cfg.actor_lr, cfg.actor_lr_floor, cfg.lr_warmup, cfg.lr_cycle)
+        for group in self.actor_opt.param_groups:
+            group["lr"] = lr
+        self.actor_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)
+        self.actor_opt.step()
+        polyak(self.actor_target, self.actor, cfg.tau_actor)
+        stats.update({
+            "actor/pg_loss": pg_loss.item(), "actor/grad_norm": grad_norm.item(), "actor/lr": lr,
+            "actor/adv_abs_mean": adv.abs().mean().item(), "actor/adv_std": adv.std().item(),
+            "actor/adv_zero_frac": (adv == 0).float().mean().item(),
+            "actor/q_imagined_mean": q.mean().item(),
+            "actor/q_disagreement": q.std(1).mean().item(),  # std over heads, averaged
+        })
+        return stats
+
+    def critic_step(self, batch) -> dict[str, float]:
+        cfg = self.cfg
+        with torch.no_grad():
+            R, discount, valid = chunk_returns(batch.rewards, batch.terminals, batch.ends, cfg.gamma)
+            next_a = self.actor_target.sample_sde(batch.boot_obs, 1, generator=self.gen).actions[0]  # [B, H, Da]
+            next_q = aggregate(self.critic_target(batch.boot_obs, next_a), cfg.target_agg, self.head_gen)
+            y = td_target(R, discount, next_q)  # [B]
+        q = self.critic(batch.obs, batch.actions)  # [M, B]
+        w = valid[:, -1] if cfg.drop_partial_chunks else torch.ones_like(y)
+        # each head regresses to the same target: sum over heads of its weighted MSE
+        loss = (((q - y) ** 2) * w).sum(-1).div(w.sum().clamp_min(1.0)).sum()
+        self.critic_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
+        self.critic_opt.step()
+        polyak(self.critic_target, self.critic, cfg.tau_critic)
+        return {"critic/loss": loss.item() / self.critic.M, "critic/q_mean": q.mean().item(),
+                "critic/q_std_heads": q.std(0).mean().item(), "critic/target_mean": y.mean().item()}

@@ -1,0 +1,195 @@
+"""`flowft` command line (verb first): demos, pretrain, train, eval, resume, plot, info, quickstart.
+
+Presets are Python objects (flowft/presets.py). `--task` and `--size` choose the preset *before* tyro parses the
+remaining flags, so every other flag overrides the chosen preset's values and `--help` shows them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import tyro
+
+VERBS = ("demos", "pretrain", "train", "eval", "resume", "plot", "info", "quickstart")
+USAGE = f"""usage: flowft {{{','.join(VERBS)}}} ...
+
+  demos       generate demonstrations for a task (robomimic-style HDF5)
+  pretrain    behaviour cloning with the paper's clip-at-45%-success early stop
+  train ALGO  finetune from a BC checkpoint (ALGO: see `flowft info`)
+  eval PATH   evaluate a run dir or checkpoint (success, return, length; --video)
+  resume DIR  continue a killed or finished run from its last checkpoint
+  plot DIRS   learning curves (success vs env steps, mean and 95% interval over seeds)
+  info        versions, devices, tasks, algorithms, simulator availability
+  quickstart  the main job end to end: demos -> clipped BC -> OGPO -> learning curve
+
+`flowft VERB --help` lists every option of a verb.
+"""
+
+
+def _prescan(argv: list[str], default_task: str) -> tuple[str, str, list[str]]:
+    """Pull --task / --size out of argv (they choose the preset defaults)."""
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--task", "--run.task", dest="task", default=default_task)
+    ap.add_argument("--size", default="tiny", choices=["tiny", "mid", "paper"])
+    ns, rest = ap.parse_known_args(argv)
+    return ns.task, ns.size, rest
+
+
+@dataclass(frozen=True)
+class DemosArgs:
+    out: str
+    """Output HDF5 path."""
+    env: str = "toy"
+    """Task name (`flowft info` lists them)."""
+    episodes: int = 200
+    seed: int = 0
+    action_noise: float = 0.1
+    """Gaussian noise std added to the expert's actions."""
+
+
+def cmd_demos(argv: list[str]) -> int:
+    from flowft.data.hdf5 import write_demos
+    from flowft.registry import get_task
+
+    args = tyro.cli(DemosArgs, args=argv, prog="flowft demos", description="Generate demonstrations (HDF5).")
+    task = get_task(args.env)
+    eps = task.generate(args.episodes, args.seed, args.action_noise)
+    write_demos(args.out, eps, task.meta())
+    rate = sum(e["success"] for e in eps) / max(1, len(eps))
+    print(f"wrote {len(eps)} episodes to {args.out}; expert success rate {rate:.3f}")
+    return 0
+
+
+def cmd_pretrain(argv: list[str]) -> int:
+    from flowft.algos.bc import BCConfig, pretrain
+    from flowft.presets import bc_preset
+
+    task, size, rest = _prescan(argv, "toy")
+    default = bc_preset(task, size, demos="")
+    cfg = tyro.cli(BCConfig, default=default, args=rest, prog="flowft pretrain",
+                   description=f"BC pretraining with clipping. Preset chosen by --task ({task}) and --size ({size}).")
+    if not cfg.demos:
+        raise SystemExit("flowft pretrain: --demos FILE is required (make one with `flowft demos`)")
+    ckpt, res = pretrain(cfg)
+    print(f"BC checkpoint: {ckpt}\n{res}")
+    return 0
+
+
+def cmd_train(argv: list[str]) -> int:
+    from flowft.config import TrainConfig
+    from flowft.presets import train_preset
+    from flowft.registry import algorithm_names, get_algorithm
+    from flowft.train.loop import Trainer
+
+    if not argv or argv[0].startswith("-"):
+        print(f"usage: flowft train ALGO [--task T] [--size tiny|mid|paper] [options]\nALGO: {algorithm_names()}")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    algo, (task, size, rest) = argv[0], _prescan(argv[1:], "toy")
+    spec = get_algorithm(algo)
+    default = train_preset(algo, task, size)
+    cfg = tyro.cli(TrainConfig[spec.cfg_cls], default=default, args=rest, prog=f"flowft train {algo}",
+                   description=f"{spec.doc}. Preset: --task {task} --size {size}.")
+    cfg = TrainConfig(algo_name=algo, run=cfg.run, algo=cfg.algo)
+    trainer = Trainer(cfg)
+    print(f"run dir: {trainer.run_dir}", file=sys.stderr)
+    res = trainer.run()
+    print({k: round(v, 4) for k, v in res.items()})
+    return 0
+
+
+@dataclass(frozen=True)
+class ResumeArgs:
+    run_dir: tyro.conf.Positional[str]
+    """Run directory written by `flowft train`."""
+
+
+def cmd_resume(argv: list[str]) -> int:
+    from flowft.config import load_train_config
+    from flowft.train.loop import Trainer
+    from flowft.utils.config_io import read_json
+
+    args = tyro.cli(ResumeArgs, args=argv, prog="flowft resume", description="Continue a run from its last checkpoint.")
+    cfg = load_train_config(read_json(Path(args.run_dir) / "config.json"))
+    res = Trainer(cfg, run_dir=Path(args.run_dir), resume=True).run()
+    print({k: round(v, 4) for k, v in res.items()})
+    return 0
+
+
+@dataclass(frozen=True)
+class EvalArgs:
+    path: tyro.conf.Positional[str]
+    """Run dir, checkpoint dir, or BC checkpoint."""
+    samplers: tuple[Literal["ode", "sde", "bon"], ...] = ("ode", "bon")
+    """bon needs a critic (finetuned checkpoints only)."""
+    episodes: int = 64
+    envs: int = 16
+    seed: int = 12345
+    device: str = "cpu"
+    video: bool = False
+    """Write an mp4 of env 0's first episode per sampler (needs the [video] extra and an offscreen renderer)."""
+
+
+def cmd_eval(argv: list[str]) -> int:
+    from flowft.evaluation_cli import run_eval
+
+    args = tyro.cli(EvalArgs, args=argv, prog="flowft eval", description="Evaluate a checkpoint.")
+    for sampler, res in run_eval(args.path, args.samplers, args.episodes, args.envs, args.seed, args.device,
+                                 args.video).items():
+        print(sampler, {k: round(v, 4) for k, v in res.items()})
+    return 0
+
+
+@dataclass(frozen=True)
+class PlotArgs:
+    run_dirs: tyro.conf.Positional[tuple[str, ...]]
+    out: str = "learning_curves.png"
+
+
+def cmd_plot(argv: list[str]) -> int:
+    from flowft.utils.plotting import plot_runs
+
+    args = tyro.cli(PlotArgs, args=argv, prog="flowft plot", description="Plot learning curves of run dirs.")
+    print(plot_runs([Path(d) for d in args.run_dirs], Path(args.out)))
+    return 0
+
+
+def cmd_info(argv: list[str]) -> int:
+    from flowft.info import info_text
+
+    if argv and argv[0] in ("-h", "--help"):
+        print("usage: flowft info\n\nVersions, devices, tasks (with simulator availability) and algorithms.")
+        return 0
+    print(info_text())
+    return 0
+
+
+def cmd_quickstart(argv: list[str]) -> int:
+    from flowft.quickstart import QuickstartArgs, quickstart
+
+    args = tyro.cli(QuickstartArgs, args=argv, prog="flowft quickstart",
+                    description="demos -> clipped BC -> OGPO+CA -> learning curve, on the default task.")
+    quickstart(args)
+    return 0
+
+
+COMMANDS = {"demos": cmd_demos, "pretrain": cmd_pretrain, "train": cmd_train, "eval": cmd_eval,
+            "resume": cmd_resume, "plot": cmd_plot, "info": cmd_info, "quickstart": cmd_quickstart}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    if argv[0] not in COMMANDS:
+        print(f"flowft: unknown verb '{argv[0]}'\n\n{USAGE}", file=sys.stderr)
+        return 2
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

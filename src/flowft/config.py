@@ -1,0 +1,68 @@
+"""Run-level configs shared by every algorithm. Algorithm knobs live in each algorithm's own dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Generic, Literal, TypeVar
+
+import tyro
+
+from flowft.utils.logging import LogConfig
+
+Sampler = Literal["ode", "sde", "bon"]
+AlgoCfgT = TypeVar("AlgoCfgT")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    task: str = "toy"
+    """Registered task (`flowft info` lists them)."""
+    seed: int = 0
+    device: str = "cpu"
+    """cpu | cuda | cuda:N | auto."""
+    bc_checkpoint: str | None = None
+    """BC checkpoint directory (from `flowft pretrain`) every method starts from. Required for `train`."""
+    num_envs: int = 8
+    env_steps: int = 30_000
+    """Online environment-step budget (summed over envs)."""
+    start_training: int = 2_000
+    """Env steps collected before the first update (reference: 10k; 40k transport/toolhang)."""
+    utd: float = 0.25
+    """Gradient updates per env step; 1/H = one update per executed chunk step."""
+    buffer_capacity: int = 1_000_000
+    eval_every: int = 5_000
+    eval_episodes: int = 64
+    eval_envs: int = 16
+    eval_samplers: tuple[Sampler, ...] = ("ode", "bon")
+    """Evaluators: deterministic ODE policy and the Best-of-N SDE rollout policy (as the reference)."""
+    ckpt_every: int = 10_000
+    keep_checkpoints: int = 2
+    save_buffer: bool = True
+    """Store the replay buffer in checkpoints (needed for exact resume)."""
+    out_dir: str = "runs"
+    run_name: str | None = None
+    """Run directory name; default <algo>-<task>-s<seed>-<timestamp>."""
+    threads: int | None = None
+    """torch.set_num_threads; default: torch's choice."""
+    vectorization: Literal["auto", "sync", "async"] = "auto"
+    plot: bool = True
+    """Write a learning-curve PNG (plots/learning_curve.png) at every eval."""
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+@dataclass(frozen=True)
+class TrainConfig(Generic[AlgoCfgT]):
+    algo_name: tyro.conf.Suppress[str]
+    """Registered algorithm preset (ogpo, ogpo-plus, ogpo-ca, ogpo-plus-ca, ...)."""
+    run: RunConfig
+    algo: AlgoCfgT
+
+
+def load_train_config(data: dict) -> TrainConfig:
+    """Rebuild a TrainConfig from a run's config.json (the algorithm's config class comes from the registry)."""
+    from flowft.registry import get_algorithm
+    from flowft.utils.config_io import from_dict
+
+    spec = get_algorithm(data["algo_name"])
+    return TrainConfig(algo_name=data["algo_name"], run=from_dict(RunConfig, data["run"], "run"),
+                       algo=from_dict(spec.cfg_cls, data["algo"], "algo"))

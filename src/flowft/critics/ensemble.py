@@ -1,0 +1,95 @@
+"""Q-ensemble with M heads evaluated in one batched pass (baddbmm over the head axis), LayerNorm, Polyak targets.
+
+Shapes: M heads, R rows (states x actions), Do obs dim, d = H*Da flattened chunk.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flowft.policies.networks import ACTIVATIONS, Activation
+from flowft.policies.normalizer import Normalizer
+
+Aggregation = Literal["mean", "min", "subsample"]
+
+
+@dataclass(frozen=True)
+class CriticConfig:
+    num_heads: int = 10
+    """M (`num_qs`)."""
+    hidden: tuple[int, ...] = (512, 512, 512, 512)
+    activation: Activation = "gelu"
+    layer_norm: bool = True
+
+
+class EnsembleLinear(nn.Module):
+    """M independent Linear layers applied as one batched matmul: x [M, R, in] -> [M, R, out]."""
+
+    def __init__(self, M: int, in_dim: int, out_dim: int):
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_dim)  # nn.Linear's default init, per head
+        self.weight = nn.Parameter(torch.empty(M, in_dim, out_dim).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(M, 1, out_dim).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class CriticEnsemble(nn.Module):
+    """Q_m(s, a) for m = 1..M. Inputs are raw env obs and env-space chunks; normalisation is inside."""
+
+    def __init__(self, obs_dim: int, act_dim: int, chunk_len: int, cfg: CriticConfig):
+        super().__init__()
+        self.cfg, self.M = cfg, cfg.num_heads
+        self.obs_normalizer = Normalizer(obs_dim)
+        self.act_normalizer = Normalizer(act_dim)
+        dims = (obs_dim + chunk_len * act_dim, *cfg.hidden)
+        self.layers = nn.ModuleList(EnsembleLinear(self.M, i, o) for i, o in zip(dims[:-1], dims[1:]))
+        self.ln_gain = nn.ParameterList(nn.Parameter(torch.ones(self.M, 1, w)) for w in cfg.hidden)
+        self.ln_bias = nn.ParameterList(nn.Parameter(torch.zeros(self.M, 1, w)) for w in cfg.hidden)
+        self.out = EnsembleLinear(self.M, dims[-1], 1)
+        self.act = ACTIVATIONS[cfg.activation]()
+
+    def copy_normalizers(self, obs_norm: Normalizer, act_norm: Normalizer) -> None:
+        self.obs_normalizer.load_state_dict(obs_norm.state_dict())
+        self.act_normalizer.load_state_dict(act_norm.state_dict())
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """obs [..., Do], actions [..., H, Da] (same leading dims) -> q [M, ...]."""
+        lead = obs.shape[:-1]
+        x = torch.cat([self.obs_normalizer(obs.float()), self.act_normalizer(actions.float()).flatten(-2)], -1)
+        x = x.reshape(1, -1, x.shape[-1]).expand(self.M, -1, -1)  # [M, R, in]
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if self.cfg.layer_norm:
+                x = F.layer_norm(x, x.shape[-1:]) * self.ln_gain[i] + self.ln_bias[i]
+            x = self.act(x)
+        return self.out(x).squeeze(-1).view(self.M, *lead)  # [M, ...]
+
+
+def aggregate(q: torch.Tensor, how: Aggregation, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Reduce the head axis (dim 0) of q [M, ...]: mean | min | min over 2 random heads (`subsample`,
+    OGPO_public `subsample_bon`; one random pair per call, as the reference)."""
+    if how == "mean":
+        return q.mean(0)
+    if how == "min":
+        return q.min(0).values
+    if q.shape[0] < 2:
+        return q[0]
+    idx = torch.randperm(q.shape[0], generator=generator, device="cpu")[:2].to(q.device)
+    return q.index_select(0, idx).min(0).values
+
+
+@torch.no_grad()
+def polyak(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """target <- (1 - tau) * target + tau * source on parameters; buffers (normalisers) are copied."""
+    for tp, sp in zip(target.parameters(), source.parameters()):
+        tp.lerp_(sp, tau)
+    for tb, sb in zip(target.buffers(), source.buffers()):
+        tb.copy_(sb)

@@ -1,0 +1,147 @@
+"""CPU replay buffer of per-step transitions, one ring per env, sampled as length-H chunk sequences.
+
+Success tagging (algorithm_reference §1.1): when an episode ends with info["success"], every transition of that
+episode is flagged; the flags are the success buffer D_succ used by OGPO+ (`ReplayBuffer.sample(success=True)`).
+Shapes: N envs, C capacity per env, Do, Da, H chunk length, B batch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+
+from flowft.types import ChunkBatch
+
+_ARRAYS = ("obs", "actions", "rewards", "terminated", "ends", "next_obs", "success")
+
+
+class ReplayBuffer:
+    def __init__(self, num_envs: int, capacity: int, obs_dim: int, act_dim: int, chunk_len: int, seed: int = 0):
+        if capacity < num_envs * chunk_len:
+            raise ValueError(f"buffer capacity {capacity} must be >= num_envs*chunk_len = {num_envs * chunk_len}")
+        N, C = num_envs, capacity // num_envs
+        self.N, self.C, self.H, self.obs_dim, self.act_dim = N, C, chunk_len, obs_dim, act_dim
+        self.obs = np.zeros((N, C, obs_dim), np.float32)
+        self.next_obs = np.zeros((N, C, obs_dim), np.float32)
+        self.actions = np.zeros((N, C, act_dim), np.float32)
+        self.rewards = np.zeros((N, C), np.float32)
+        self.terminated = np.zeros((N, C), bool)
+        self.ends = np.zeros((N, C), bool)
+        self.success = np.zeros((N, C), bool)
+        self.total = 0  # steps written per env (envs advance in lockstep)
+        self.ep_start = np.zeros(N, np.int64)  # absolute index of each env's current episode start
+        self.num_success_episodes = 0
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return self.N * min(self.total, self.C)
+
+    def add_batch(self, obs, actions, rewards, terminated, truncated, next_obs, success) -> None:
+        """One vector-env step: obs/next_obs [N, Do], actions [N, Da], rewards/terminated/truncated/success [N].
+        `next_obs` must be the true final observation for envs whose episode just ended."""
+        obs, next_obs, actions = np.asarray(obs, np.float32), np.asarray(next_obs, np.float32), np.asarray(actions, np.float32)
+        if obs.shape != (self.N, self.obs_dim) or next_obs.shape != obs.shape:
+            raise ValueError(f"obs must be [{self.N}, {self.obs_dim}], got {obs.shape} / next_obs {next_obs.shape}")
+        if actions.shape != (self.N, self.act_dim):
+            raise ValueError(f"actions must be [{self.N}, {self.act_dim}], got {actions.shape}")
+        for name, arr in (("obs", obs), ("next_obs", next_obs), ("actions", actions), ("rewards", rewards)):
+            if not np.isfinite(arr).all():
+                raise ValueError(f"non-finite values in transition field '{name}'")
+        p = self.total % self.C
+        terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
+        self.obs[:, p], self.next_obs[:, p], self.actions[:, p] = obs, next_obs, actions
+        self.rewards[:, p] = rewards
+        self.terminated[:, p], self.ends[:, p] = terminated, terminated | truncated
+        self.success[:, p] = False
+        for n in np.flatnonzero(terminated | truncated):
+            if bool(np.asarray(success)[n]):
+                self._tag_episode(n, self.ep_start[n], self.total + 1)
+                self.num_success_episodes += 1
+            self.ep_start[n] = self.total + 1
+        self.total += 1
+
+    def _tag_episode(self, n: int, start: int, stop: int) -> None:
+        start = max(start, stop - self.C)  # older steps were overwritten
+        self.success[n, np.arange(start, stop) % self.C] = True
+
+    # ------------------------------------------------------------------------------------------ sampling
+    def _start_range(self) -> tuple[int, int]:
+        """Inclusive range of absolute chunk starts whose H slots are written and still stored."""
+        return max(0, self.total - self.C), self.total - self.H
+
+    def _success_starts(self) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = self._start_range()
+        if hi < lo:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        absidx = np.arange(lo, hi + 1)
+        env, col = np.nonzero(self.success[:, absidx % self.C])
+        return env, absidx[col]
+
+    def can_sample(self, success: bool = False) -> bool:
+        if success:
+            return self.num_success_episodes > 0 and self._success_starts()[0].size > 0
+        lo, hi = self._start_range()
+        return hi >= lo
+
+    def sample(self, batch_size: int, success: bool = False) -> ChunkBatch:
+        """B chunks uniformly over stored starts (of successful episodes only when `success`)."""
+        if not self.can_sample(success):
+            raise RuntimeError(f"replay buffer has no {'successful ' if success else ''}chunk to sample yet")
+        if success:
+            env, absidx = self._success_starts()
+            pick = self.rng.integers(0, env.size, size=batch_size)
+            return self.gather(env[pick], absidx[pick])
+        lo, hi = self._start_range()
+        env = self.rng.integers(0, self.N, size=batch_size)
+        return self.gather(env, self.rng.integers(lo, hi + 1, size=batch_size))
+
+    def gather(self, env: np.ndarray, start: np.ndarray) -> ChunkBatch:
+        """Chunks for explicit (env [B], absolute start [B]) pairs."""
+        cols = (start[:, None] + np.arange(self.H)) % self.C  # [B, H]
+        rows = env[:, None]
+        ends = self.ends[rows, cols]
+        valid = np.cumsum(ends, axis=1) - ends == 0  # [B, H] no episode end strictly before step i
+        last = valid.sum(1) - 1  # index of the last valid step
+        last_col = cols[np.arange(len(env)), last]
+        act_cols = np.where(valid, cols, last_col[:, None])  # pad with the last valid action
+        t = torch.from_numpy
+        return ChunkBatch(
+            obs=t(self.obs[env, cols[:, 0]]),
+            actions=t(self.actions[rows, act_cols]),
+            rewards=t(self.rewards[rows, cols] * valid),
+            terminals=t((self.terminated[rows, cols] & valid).astype(np.float32)),
+            ends=t((ends & valid).astype(np.float32)),
+            valid=t(valid.astype(np.float32)),
+            boot_obs=t(self.next_obs[env, last_col]),
+        )
+
+    # --------------------------------------------------------------------------------------- persistence
+    def meta(self) -> dict:
+        return {"N": self.N, "C": self.C, "H": self.H, "obs_dim": self.obs_dim, "act_dim": self.act_dim,
+                "total": self.total, "num_success_episodes": self.num_success_episodes,
+                "rng": self.rng.bit_generator.state}
+
+    def save(self, path: str | Path) -> None:
+        arrays = {k: getattr(self, k) for k in _ARRAYS}
+        arrays["ep_start"] = self.ep_start
+        save_file(arrays, str(path), metadata={"flowft_buffer": json.dumps(self.meta())})
+
+    def load(self, path: str | Path) -> None:
+        """Restore in place; the buffer must have been built with the same shapes."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="numpy") as f:
+            meta = json.loads(f.metadata()["flowft_buffer"])
+        for key in ("N", "C", "H", "obs_dim", "act_dim"):
+            if meta[key] != getattr(self, key):
+                raise ValueError(f"replay buffer file {path}: '{key}' is {meta[key]}, this run expects {getattr(self, key)}")
+        arrays = load_file(str(path))
+        for k in _ARRAYS:
+            getattr(self, k)[...] = arrays[k]
+        self.ep_start[...] = arrays["ep_start"]
+        self.total, self.num_success_episodes = meta["total"], meta["num_success_episodes"]
+        self.rng.bit_generator.state = meta["rng"]

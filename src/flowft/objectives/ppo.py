@@ -1,0 +1,27 @@
+"""Clipped PPO surrogate over whole denoising chains (OGPO, algorithm_reference §1.4 and the site's eq.).
+
+The ratio is exp(logp_new - logp_old) of (normalised) chain log-probs; the old policy is the EMA target actor.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def ppo_clip_loss(
+    logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, clip_eps: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """L = -mean(min(r A, clip(r, 1-eps, 1+eps) A)); all inputs [G, B] (or any equal shape)."""
+    log_ratio = logp - old_logp.detach()
+    ratio = torch.exp(log_ratio)
+    adv = adv.detach()
+    surrogate = torch.minimum(ratio * adv, ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * adv)
+    loss = -surrogate.mean()
+    with torch.no_grad():
+        stats = {
+            "ratio_mean": ratio.mean().item(),
+            "ratio_max": ratio.max().item(),
+            "clip_frac": ((ratio - 1.0).abs() > clip_eps).float().mean().item(),
+            "approx_kl": ((ratio - 1.0) - log_ratio).mean().item(),
+        }
+    return loss, stats

@@ -1,0 +1,61 @@
+"""Small network blocks shared by policies and critics.
+
+Shape alphabet used across flowft: B states, G group (imagined samples per state), M critic heads,
+K denoising steps, H chunk length, Da action dim, Do obs dim, N envs, d = H*Da flattened chunk.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+Activation = Literal["relu", "gelu", "silu", "mish", "tanh"]
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "mish": nn.Mish,
+    "tanh": nn.Tanh,
+}
+
+
+def mlp(
+    in_dim: int,
+    hidden: tuple[int, ...],
+    out_dim: int,
+    activation: Activation = "gelu",
+    layer_norm: bool = False,
+) -> nn.Sequential:
+    """Plain MLP; LayerNorm after each hidden Linear when asked (critics use it, the actor does not)."""
+    layers: list[nn.Module] = []
+    prev = in_dim
+    for width in hidden:
+        layers.append(nn.Linear(prev, width))
+        if layer_norm:
+            layers.append(nn.LayerNorm(width))
+        layers.append(ACTIVATIONS[activation]())
+        prev = width
+    layers.append(nn.Linear(prev, out_dim))
+    return nn.Sequential(*layers)
+
+
+class SinusoidalEmbedding(nn.Module):
+    """Transformer-style sinusoidal embedding of the flow time t in [0, 1] (dim 32 as OGPO_public common.yaml)."""
+
+    def __init__(self, dim: int = 32, max_period: float = 10_000.0):
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"time_embed_dim must be even, got {dim}")
+        half = dim // 2
+        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
+        self.register_buffer("freqs", freqs, persistent=False)
+        self.dim = dim
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        # t: [...] -> [..., dim]; scaled by 1000 so that t in [0,1] spans the frequencies like diffusion steps.
+        args = (t.float() * 1000.0).unsqueeze(-1) * self.freqs
+        return torch.cat([torch.sin(args), torch.cos(args)], dim=-1)

@@ -1,0 +1,97 @@
+"""Named presets as Python objects: algorithm variants x learner sizes x task defaults (the paper's record).
+
+Learner sizes and their measured cost per update on the 2-core dev CPU are in docs/benchmarks.md:
+  tiny  : 2x128 MLPs, G=8,  B=64,  M=2   (CI / toy; a few ms per update)
+  mid   : 3x256 MLPs, G=16, B=128, M=5
+  paper : 4x512 MLPs, G=32, B=256, M=10  (arXiv 2605.03065 defaults; GPU territory)
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Literal
+
+from flowft.algos.ogpo import OGPO, OGPOConfig
+from flowft.config import RunConfig, TrainConfig
+from flowft.critics.ensemble import CriticConfig
+from flowft.policies.flow import FlowPolicyConfig
+from flowft.registry import AlgoSpec, get_algorithm, get_task, register_algorithm
+
+Size = Literal["tiny", "mid", "paper"]
+
+SIZES: dict[str, dict] = {
+    "tiny": {"hidden": (128, 128), "group_size": 8, "batch": 64, "heads": 2},
+    "mid": {"hidden": (256, 256, 256), "group_size": 16, "batch": 128, "heads": 5},
+    "paper": {"hidden": (512, 512, 512, 512), "group_size": 32, "batch": 256, "heads": 10},
+}
+
+# OGPO variants (algorithm_reference §1.5): name -> overrides of OGPOConfig
+OGPO_VARIANTS: dict[str, dict] = {
+    "ogpo": {"advantage": "vanilla", "bc_coeff": 0.0},
+    "ogpo-plus": {"advantage": "vanilla", "bc_coeff": 1.0},
+    "ogpo-ca": {"advantage": "conservative", "bc_coeff": 0.0},
+    "ogpo-plus-ca": {"advantage": "conservative", "bc_coeff": 1.0},  # what the released scripts run
+}
+
+
+def policy_config(task: str, size: Size) -> FlowPolicyConfig:
+    spec = get_task(task)
+    return FlowPolicyConfig(hidden=SIZES[size]["hidden"], denoise_steps=spec.denoise_steps)
+
+
+def ogpo_config(variant: str, task: str, size: Size) -> OGPOConfig:
+    s, spec = SIZES[size], get_task(task)
+    cfg = OGPOConfig(
+        policy=policy_config(task, size),
+        critic=CriticConfig(num_heads=s["heads"], hidden=s["hidden"]),
+        gamma=spec.gamma, batch_size=s["batch"], ppo_batch_size=s["batch"], group_size=s["group_size"],
+        **OGPO_VARIANTS[variant],
+    )
+    if size != "paper":
+        # CPU budgets are 10-100x shorter than the paper's 2M steps: faster lr, shorter restart cycle.
+        cfg = replace(cfg, actor_lr=3e-4, actor_lr_floor=1e-4, lr_warmup=200, lr_cycle=20_000, critic_lr=3e-4)
+    return cfg
+
+
+# Per-task run budgets for CPU presets (env steps, warm-up, eval cadence).
+RUN_DEFAULTS: dict[str, dict] = {
+    "toy": {"env_steps": 30_000, "start_training": 2_000, "eval_every": 5_000, "num_envs": 8, "utd": 0.25},
+}
+
+
+def run_config(task: str, size: Size, **overrides) -> RunConfig:
+    base = dict(RUN_DEFAULTS.get(task, {"env_steps": 200_000, "start_training": 10_000, "eval_every": 20_000}))
+    if size == "paper":
+        base.update(start_training=10_000, utd=1.0, eval_every=20_000, env_steps=2_000_000)
+    base.update(overrides)
+    return RunConfig(task=task, **base)
+
+
+def train_preset(algo: str, task: str = "toy", size: Size = "tiny", **run_overrides) -> TrainConfig:
+    spec = get_algorithm(algo)
+    return TrainConfig(algo_name=algo, run=run_config(task, size, **run_overrides), algo=spec.make_config(task, size))
+
+
+_DOCS = {
+    "ogpo": "OGPO: vanilla group advantage, no cloning term",
+    "ogpo-plus": "OGPO+: + flow-matching cloning on the success buffer (lambda_BC = 1)",
+    "ogpo-ca": "OGPO+CA: conservative sign-consensus advantage",
+    "ogpo-plus-ca": "OGPO+ with the conservative advantage: the released scripts' configuration",
+}
+for _name in OGPO_VARIANTS:
+    register_algorithm(_name, AlgoSpec(OGPO, OGPOConfig, lambda task, size, _v=_name: ogpo_config(_v, task, size),
+                                       _DOCS[_name]))
+
+
+# BC pretraining defaults per task (clip check cadence in gradient steps; paper: 5k square, 1k Adroit).
+BC_DEFAULTS: dict[str, dict] = {
+    "toy": {"steps": 5_000, "eval_every": 100, "lr": 1e-3, "batch_size": 256},
+}
+
+
+def bc_preset(task: str, size: Size, demos: str, **overrides):
+    from flowft.algos.bc import BCConfig
+
+    base = dict(BC_DEFAULTS.get(task, {"steps": 100_000, "eval_every": 2_000}))
+    base.update(overrides)
+    return BCConfig(demos=demos, task=task, policy=policy_config(task, size), **base)

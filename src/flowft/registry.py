@@ -1,0 +1,88 @@
+"""The one place where names map to code: tasks (envs + demo generators) and algorithms.
+
+Simulator families register lazily (their modules import the simulator only when an env is built), so the
+registry itself never needs robosuite or gymnasium-robotics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+import gymnasium as gym
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    make: Callable[[bool], gym.Env]
+    """make(render) -> a fresh env; seeding happens through reset(seed=...)."""
+    generate: Callable[..., list[dict]]
+    """generate(n, seed, action_noise) -> episodes in the flowft episode format."""
+    meta: Callable[[], dict]
+    vectorization: Literal["sync", "async"] = "sync"
+    chunk_len: int = 4
+    gamma: float = 0.99
+    denoise_steps: int = 10
+    extra: str = ""
+    """pip extra that provides the simulator ("" for none)."""
+
+
+@dataclass(frozen=True)
+class AlgoSpec:
+    cls: type
+    """Algorithm subclass (algos/base.py)."""
+    cfg_cls: type
+    """Its frozen config dataclass."""
+    make_config: Callable[[str, str], Any]
+    """make_config(task, size) -> the preset's config object."""
+    doc: str = ""
+
+
+TASKS: dict[str, TaskSpec] = {}
+ALGORITHMS: dict[str, AlgoSpec] = {}
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    TASKS[spec.name] = spec
+    return spec
+
+
+def get_task(name: str) -> TaskSpec:
+    _load_builtin()
+    if name not in TASKS:
+        raise KeyError(f"unknown task '{name}'; available: {sorted(TASKS)}")
+    return TASKS[name]
+
+
+def register_algorithm(name: str, spec: AlgoSpec) -> None:
+    ALGORITHMS[name] = spec
+
+
+def get_algorithm(name: str) -> AlgoSpec:
+    _load_builtin()
+    if name not in ALGORITHMS:
+        raise KeyError(f"unknown algorithm '{name}'; available: {sorted(ALGORITHMS)}")
+    return ALGORITHMS[name]
+
+
+_LOADED = False
+
+
+def _load_builtin() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    from flowft import presets  # noqa: F401  (registers algorithm presets)
+    from flowft.envs import catalog  # noqa: F401  (registers tasks)
+
+
+def task_names() -> list[str]:
+    _load_builtin()
+    return sorted(TASKS)
+
+
+def algorithm_names() -> list[str]:
+    _load_builtin()
+    return sorted(ALGORITHMS)

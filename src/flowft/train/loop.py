@@ -1,0 +1,186 @@
+"""The one training loop shared by all off-policy algorithms: act -> step -> store -> update (UTD) -> log ->
+eval -> checkpoint. Algorithms never touch environments; this loop never touches gradients."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from flowft.algos.base import Algorithm, DivergenceError
+from flowft.config import TrainConfig
+from flowft.data.buffer import ReplayBuffer
+from flowft.deploy import load_bc_actor
+from flowft.envs.make import make_vec_env, reset_vec_env
+from flowft.registry import get_algorithm, get_task
+from flowft.train.checkpointing import load_checkpoint, save_checkpoint
+from flowft.train.collector import ChunkCollector, env_states, restore_env_states
+from flowft.train.evaluate import evaluate
+from flowft.utils.checkpoint import latest_checkpoint
+from flowft.utils.config_io import to_dict, write_json
+from flowft.utils.logging import Logger, summary_line
+from flowft.utils.seeding import seed_everything
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"--run.device {name}: CUDA is not available on this machine")
+    return dev
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    name = cfg.run.run_name or f"{cfg.algo_name}-{cfg.run.task}-s{cfg.run.seed}-{datetime.now():%Y%m%d-%H%M%S}"
+    return Path(cfg.run.out_dir) / name
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False):
+        r = cfg.run
+        if r.threads:
+            torch.set_num_threads(r.threads)
+        seed_everything(r.seed)
+        self.cfg, self.device, self.task = cfg, resolve_device(r.device), get_task(r.task)
+        self.run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+        vec = None if r.vectorization == "auto" else r.vectorization
+        self.venv = make_vec_env(self.task, r.num_envs, vectorization=vec)
+        self.eval_venv = make_vec_env(self.task, r.eval_envs, vectorization=vec)
+        self.obs_dim = int(np.prod(self.venv.single_observation_space.shape))
+        self.act_dim = int(np.prod(self.venv.single_action_space.shape))
+        self.H = self.task.chunk_len
+        self.dims = {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "chunk_len": self.H}
+        self.config_dict = {"algo_name": cfg.algo_name, **to_dict(cfg)}
+        self.algo: Algorithm = get_algorithm(cfg.algo_name).cls(cfg.algo, self.obs_dim, self.act_dim, self.H,
+                                                                self.device, r.seed)
+        self.buffer = ReplayBuffer(r.num_envs, r.buffer_capacity, self.obs_dim, self.act_dim, self.H, seed=r.seed)
+        self.collector = ChunkCollector(self.venv, self.H, self.device)
+        self.env_steps, self.update_credit, self.resets, self.evals = 0, 0.0, 0, 0
+        self.recent: list[dict] = []
+        if resume:
+            self._resume()
+        else:
+            if r.bc_checkpoint is None:
+                raise ValueError("--run.bc-checkpoint is required: every method starts from a BC checkpoint "
+                                 "(make one with `flowft pretrain`)")
+            self.algo.init_from_bc(load_bc_actor(r.bc_checkpoint, self.dims, cfg.algo.policy))
+            self.run_dir.mkdir(parents=True, exist_ok=False)
+            write_json(self.run_dir / "config.json", self.config_dict)
+            self.collector.start(reset_vec_env(self.venv, r.seed, stream=0))
+        self.logger = Logger(self.run_dir, r.log, self.config_dict, resume_step=self.env_steps if resume else None)
+
+    # ----------------------------------------------------------------------------------------- resume
+    def _resume(self) -> None:
+        path = latest_checkpoint(self.run_dir)
+        state, arrays = load_checkpoint(path, self.config_dict, self.dims, self.algo, self.buffer)
+        self.env_steps, self.update_credit = state["env_steps"], state["update_credit"]
+        self.resets, self.evals = state["resets"] + 1, state["evals"]
+        if state["env_states"] is not None and env_states(self.venv) is not None:
+            reset_vec_env(self.venv, self.cfg.run.seed, stream=0)
+            restore_env_states(self.venv, state["env_states"])
+            self.collector.load_state_arrays(arrays)
+        else:  # simulator state cannot be restored: fresh episodes from a new seed stream
+            self.collector.start(reset_vec_env(self.venv, self.cfg.run.seed, stream=self.resets))
+        print(f"resumed {self.run_dir} from {path.name} at {self.env_steps} env steps", file=sys.stderr)
+
+    def save(self) -> Path:
+        loop_state = {"env_steps": self.env_steps, "update_credit": self.update_credit, "resets": self.resets,
+                      "evals": self.evals, "env_states": env_states(self.venv)}
+        return save_checkpoint(self.run_dir / "checkpoints", self.env_steps, self.config_dict, self.dims, self.algo,
+                               self.buffer if self.cfg.run.save_buffer else None, loop_state,
+                               self.collector.state_arrays(), self.cfg.run.keep_checkpoints)
+
+    # ------------------------------------------------------------------------------------------- eval
+    def evaluate_now(self) -> dict[str, float]:
+        r, out = self.cfg.run, {}
+        for mode in r.eval_samplers:
+            gen = torch.Generator(device=self.device).manual_seed(r.seed * 1_000_003 + self.evals)
+            res = evaluate(lambda o, m=mode, g=gen: self.algo.act(o, m, generator=g), self.eval_venv, self.H,
+                           r.eval_episodes, seed=r.seed + 10_000, stream=self.evals, device=self.device)
+            out.update({f"eval/{mode}/{k}": v for k, v in res.items()})
+        self.evals += 1
+        return out
+
+    # ------------------------------------------------------------------------------------------- loop
+    def run(self) -> dict[str, float]:
+        r = self.cfg.run
+        last_eval: dict[str, float] = {}
+        last_eval_step = -1
+        if self.env_steps == 0:
+            last_eval, last_eval_step = self.evaluate_now(), 0
+            self.logger.log(last_eval, 0, self.algo.grad_steps)
+            print(summary_line(last_eval, 0), file=sys.stderr)
+        bar = tqdm(total=r.env_steps, initial=self.env_steps, unit="step", dynamic_ncols=True,
+                   disable=not (r.log.progress and sys.stderr.isatty()))
+        train_stats: dict[str, list[float]] = {}
+        t0, steps0, t_update = time.perf_counter(), self.env_steps, 0.0
+        try:
+            while self.env_steps < r.env_steps:
+                res = self.collector.step(lambda o: self.algo.act(o, "explore"))
+                self.buffer.add_batch(res.obs, res.actions, res.rewards, res.terminated, res.truncated,
+                                      res.next_obs, res.success)
+                self.recent = (self.recent + res.finished)[-200:]
+                self.env_steps += r.num_envs
+                bar.update(r.num_envs)
+                if self.env_steps >= r.start_training:
+                    self.update_credit += r.num_envs * r.utd
+                    tu = time.perf_counter()
+                    while self.update_credit >= 1.0:
+                        for k, v in self.algo.update(self.buffer).items():
+                            train_stats.setdefault(k, []).append(v)
+                        self.update_credit -= 1.0
+                    t_update += time.perf_counter() - tu
+                crossed = lambda every: self.env_steps % every < r.num_envs  # noqa: E731
+                if crossed(r.log.log_every) or crossed(r.eval_every):
+                    row = {f"train/{k}": float(np.mean(v)) for k, v in train_stats.items()}
+                    row.update(self._episode_stats())
+                    dt = time.perf_counter() - t0
+                    row.update({"time/sps": (self.env_steps - steps0) / dt, "time/update_frac": t_update / dt})
+                    if crossed(r.eval_every) or self.env_steps >= r.env_steps:
+                        last_eval, last_eval_step = self.evaluate_now(), self.env_steps
+                        row.update(last_eval)
+                        print(summary_line(row, self.env_steps), file=sys.stderr)
+                        if r.plot:
+                            self._plot()
+                    self.logger.log(row, self.env_steps, self.algo.grad_steps)
+                    bar.set_postfix(succ=f"{row.get('train/episode_success', float('nan')):.2f}",
+                                    sps=f"{row['time/sps']:.0f}")
+                    train_stats = {}
+                if crossed(r.ckpt_every):
+                    self.save()
+        except DivergenceError as err:
+            bar.close()
+            (self.run_dir / "DIVERGED.txt").write_text(f"{err}\nat env step {self.env_steps}\n")
+            print(f"training diverged: {err}. The last good checkpoint is kept; nothing was saved after it.",
+                  file=sys.stderr)
+            self.logger.close()
+            raise
+        bar.close()
+        if last_eval_step != self.env_steps:
+            last_eval = self.evaluate_now()
+            self.logger.log(last_eval, self.env_steps, self.algo.grad_steps)
+        self.save()
+        if r.plot:
+            self._plot()
+        self.logger.close()
+        return last_eval
+
+    def _episode_stats(self) -> dict[str, float]:
+        if not self.recent:
+            return {}
+        eps = self.recent[-50:]
+        return {"train/episode_success": float(np.mean([e["success"] for e in eps])),
+                "train/episode_return": float(np.mean([e["return"] for e in eps])),
+                "train/episode_length": float(np.mean([e["length"] for e in eps]))}
+
+    def _plot(self) -> None:
+        from flowft.utils.plotting import plot_runs
+
+        plot_runs([self.run_dir], self.run_dir / "plots" / "learning_curve.png")
