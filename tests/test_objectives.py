@@ -1,0 +1,71 @@
+"""Advantages and the PPO surrogate against hand-computed answers."""
+
+import pytest
+import torch
+
+from flowft.objectives.advantages import advantages, consensus_advantage, group_baseline, vanilla_advantage
+from flowft.objectives.ppo import ppo_clip_loss
+
+
+def test_group_baseline_includes_the_sample_itself():
+    q = torch.tensor([[1.0], [2.0], [6.0]])  # [G=3, B=1]
+    assert torch.allclose(group_baseline(q), torch.tensor([3.0]))
+
+
+def test_vanilla_advantage_hand_computed():
+    # G=2, M=2, B=1: head means per sample = [1.5, 3.5]; baseline 2.5
+    q = torch.tensor([[[1.0], [2.0]], [[3.0], [4.0]]])
+    assert torch.allclose(vanilla_advantage(q), torch.tensor([[-1.0], [1.0]]))
+
+
+@pytest.mark.parametrize(
+    "per_head, expected",
+    [
+        ([0.5, 1.0, 2.0], 0.5),     # all positive -> smallest magnitude
+        ([-0.5, -1.0, -2.0], -0.5),  # all negative -> the max (closest to 0)
+        ([-0.5, 1.0, 2.0], 0.0),    # disagreement -> 0
+        ([0.0, 1.0, 2.0], 0.0),     # a zero head is not strictly positive -> 0
+        ([-3.0, 0.0, -1.0], 0.0),
+    ],
+)
+def test_conservative_advantage_truth_table(per_head, expected):
+    """Build q so that per-head advantages equal `per_head` for sample 0: sample 1 mirrors it (baseline 0)."""
+    a = torch.tensor(per_head)  # [M]
+    q = torch.stack([a, -a]).unsqueeze(-1)  # [G=2, M, B=1]; group mean per head = 0
+    assert consensus_advantage(q)[0, 0].item() == pytest.approx(expected)
+    assert consensus_advantage(q)[1, 0].item() == pytest.approx(-expected)
+
+
+def test_penultimate_variant_uses_second_extremes():
+    a = torch.tensor([-0.2, 0.5, 1.0, 2.0])  # one dissenting head
+    q = torch.stack([a, -a]).unsqueeze(-1)
+    assert consensus_advantage(q)[0, 0].item() == 0.0
+    assert consensus_advantage(q, penultimate=True)[0, 0].item() == pytest.approx(0.5)
+
+
+def test_group_std_normalisation_flag():
+    q = torch.tensor([[[0.0]], [[2.0]], [[4.0]]])  # [G=3, M=1, B=1]
+    raw = advantages(q, "vanilla")
+    norm = advantages(q, "vanilla", normalize_group=True)
+    assert torch.allclose(raw.squeeze(), torch.tensor([-2.0, 0.0, 2.0]))
+    assert torch.allclose(norm.squeeze(), torch.tensor([-1.0, 0.0, 1.0]), atol=1e-5)
+
+
+def test_ppo_loss_at_ratio_one_is_minus_mean_advantage_and_gradient_is_advantage():
+    logp = torch.zeros(4, requires_grad=True)
+    adv = torch.tensor([1.0, -2.0, 0.5, 0.0])
+    loss, stats = ppo_clip_loss(logp, torch.zeros(4), adv, clip_eps=0.01)
+    assert loss.item() == pytest.approx(-adv.mean().item())
+    loss.backward()
+    assert torch.allclose(logp.grad, -adv / 4)
+    assert stats["ratio_mean"] == pytest.approx(1.0) and stats["clip_frac"] == 0.0
+
+
+def test_ppo_clipping_kills_gradient_outside_trust_region_in_the_advantage_direction():
+    # ratio = e^0.1 > 1.01 with A > 0 -> clipped, no gradient; with A < 0 the unclipped branch is the min
+    logp = torch.tensor([0.1, 0.1], requires_grad=True)
+    loss, stats = ppo_clip_loss(logp, torch.zeros(2), torch.tensor([1.0, -1.0]), clip_eps=0.01)
+    loss.backward()
+    assert logp.grad[0].item() == 0.0
+    assert logp.grad[1].item() == pytest.approx(torch.exp(torch.tensor(0.1)).item() / 2, rel=1e-5)
+    assert stats["clip_frac"] == 1.0
