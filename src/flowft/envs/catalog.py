@@ -1,17 +1,55 @@
-"""Built-in tasks. Simulator modules are imported inside the factories so that the core install never needs them."""
+"""Built-in tasks. Simulator modules import their simulator only when an env is built, so the core install and
+`flowft info` never need robosuite or gymnasium-robotics."""
 
 from __future__ import annotations
 
-from flowft.envs import toy
+from flowft.envs import adroit, kitchen, robosuite_experts, robosuite_tasks, toy
 from flowft.registry import TaskSpec, register_task
 
 register_task(TaskSpec(
     name="toy",
     make=lambda render=False: toy.ToyReachEnv(render_mode="rgb_array" if render else None),
-    generate=lambda n, seed, action_noise=0.1, **kw: toy.generate_episodes(n, seed, action_noise),
-    meta=toy.env_meta,
-    vectorization="sync",
-    chunk_len=4,
-    gamma=0.99,
-    denoise_steps=5,
+    generate=lambda n, seed, action_noise=0.1: toy.generate_episodes(n, seed, action_noise),
+    meta=toy.env_meta, vectorization="sync", chunk_len=4, gamma=0.99, denoise_steps=5,
 ))
+
+
+def _no_expert(task: str):
+    def generate(n, seed, action_noise=0.0):
+        raise NotImplementedError(f"no scripted expert for '{task}': bring a robomimic HDF5 file "
+                                  "(e.g. low_dim_v15.hdf5) and pass it to `flowft pretrain --demos`")
+    return generate
+
+
+# robomimic tasks on robosuite 1.5.2 (algorithm_reference §1.7: H=4, or 8 for transport/toolhang; gamma 0.999 there)
+for _name in robosuite_tasks.TASKS:
+    _long = _name in ("tool_hang", "transport")
+    register_task(TaskSpec(
+        name=_name,
+        make=lambda render=False, _t=_name: robosuite_tasks.RobosuiteEnv(_t, render=render),
+        generate=(lambda n, seed, action_noise=0.0, _t=_name: robosuite_experts.generate_episodes(_t, n, seed, action_noise))
+        if _name in robosuite_experts.EXPERT_TASKS else _no_expert(_name),
+        meta=lambda _t=_name: robosuite_tasks.env_metadata(_t),
+        vectorization="async", chunk_len=8 if _long else 4, gamma=0.999 if _long else 0.99, denoise_steps=10,
+        extra="robomimic",
+    ))
+
+# Adroit (gymnasium-robotics): H=4, K=3, gamma 0.95
+for _name in adroit.ADROIT_TASKS:
+    register_task(TaskSpec(
+        name=_name,
+        make=lambda render=False, _t=_name: adroit.AdroitEnv(_t, render=render),
+        generate=lambda n, seed, action_noise=0.1, _t=_name: adroit.generate_episodes(_t, n, seed, action_noise),
+        meta=lambda _t=_name: adroit.env_meta(_t),
+        vectorization="sync", chunk_len=4, gamma=0.95, denoise_steps=3, extra="adroit",
+    ))
+
+# Franka Kitchen with D4RL-style datasets; the task list is the dataset's target set
+for _ds in ("complete", "partial", "mixed"):
+    register_task(TaskSpec(
+        name=f"kitchen-{_ds}",
+        make=lambda render=False, _d=_ds: kitchen.KitchenEnv(kitchen.DATASET_TASKS[_d], render=render),
+        generate=lambda n, seed, action_noise=0.1, _d=_ds: kitchen.generate_episodes(n, seed, _d, action_noise),
+        meta=lambda _d=_ds: kitchen.env_meta(kitchen.DATASET_TASKS[_d], 600, dataset=_d),
+        vectorization="async", chunk_len=4, gamma=0.99, denoise_steps=10, extra="kitchen",
+    ))

@@ -109,7 +109,9 @@ class Trainer:
         return out
 
     # ------------------------------------------------------------------------------------------- loop
-    def run(self) -> dict[str, float]:
+    def run(self, stop_at: int | None = None) -> dict[str, float]:
+        """Train to the budget. `stop_at` ends the loop early right after the checkpoint at that env step, as if
+        the process had been killed there (used by the resume tests)."""
         r = self.cfg.run
         last_eval: dict[str, float] = {}
         last_eval_step = -1
@@ -155,6 +157,10 @@ class Trainer:
                     train_stats = {}
                 if crossed(r.ckpt_every):
                     self.save()
+                    if stop_at is not None and self.env_steps >= stop_at:
+                        bar.close()
+                        self.logger.close()
+                        return last_eval
         except DivergenceError as err:
             bar.close()
             (self.run_dir / "DIVERGED.txt").write_text(f"{err}\nat env step {self.env_steps}\n")

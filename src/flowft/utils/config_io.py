@@ -13,7 +13,8 @@ T = TypeVar("T")
 
 
 def to_dict(cfg: Any) -> dict:
-    return dataclasses.asdict(cfg)
+    """JSON-normalised dict (tuples become lists), so it compares equal to what config.json reads back."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:

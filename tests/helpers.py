@@ -1,0 +1,28 @@
+"""Shared test fixtures' building blocks: a tiny BC checkpoint on the toy task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flowft.algos.bc import pretrain
+from flowft.data.hdf5 import write_demos
+from flowft.presets import bc_preset, train_preset
+from flowft.registry import get_task
+
+
+def make_bc_checkpoint(root: Path, steps: int = 300, clip: bool = False, **kw) -> Path:
+    task = get_task("toy")
+    demos = root / "toy.hdf5"
+    if not demos.exists():
+        write_demos(demos, task.generate(60, 0, 0.1), task.meta())
+    cfg = bc_preset("toy", "tiny", str(demos), steps=steps, eval_every=steps, clip=clip, eval_episodes=16,
+                    eval_envs=8, out_dir=str(root), run_name=f"bc-{steps}-{clip}", **kw)
+    ckpt, _ = pretrain(cfg)
+    return ckpt
+
+
+def tiny_train_config(bc: Path, out: Path, algo: str = "ogpo-plus-ca", **run):
+    base = dict(bc_checkpoint=str(bc), out_dir=str(out), env_steps=640, start_training=160, eval_every=10_000,
+                eval_episodes=8, eval_envs=4, ckpt_every=320, num_envs=4, plot=False, buffer_capacity=20_000)
+    base.update(run)
+    return train_preset(algo, "toy", "tiny", **base)
