@@ -47,7 +47,7 @@ def test_toy_env_reward_termination_and_expert():
     last = eps[0]
     assert last["rewards"][-1] == 0.0 and last["dones"][-1] and (last["rewards"][:-1] == -1).all()
     env.reset(seed=0)
-    for _ in range(30):
+    for _ in range(12):
         _, r, term, trunc, _ = env.step(np.array([0.0, -1.0]))  # run away from both goals
     assert trunc and not term
 

@@ -49,3 +49,29 @@ def test_checkpoint_from_another_config_is_rejected(bc, tmp_path):
     other = replace(cfg, algo=replace(cfg.algo, group_size=4), run=replace(cfg.run, run_name="a"))
     with pytest.raises(ValueError, match="group_size"):
         Trainer(other, run_dir=t.run_dir, resume=True)
+
+
+def test_cli_resume_continues_a_killed_run(bc, tmp_path):
+    """`flowft train` is SIGKILLed after its first checkpoint; `flowft resume RUN_DIR` finishes the budget."""
+    import subprocess
+    import sys
+    import time
+
+    run_dir = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "flowft", "train", "ogpo-plus-ca", "--task", "toy", "--run.bc-checkpoint", str(bc),
+           "--run.env-steps", "4000", "--run.start-training", "160", "--run.num-envs", "4", "--run.ckpt-every", "320",
+           "--run.eval-every", "100000", "--run.eval-episodes", "4", "--run.eval-envs", "4", "--run.no-plot",
+           "--run.out-dir", str(tmp_path), "--run.run-name", "killed", "--algo.group-size", "4"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (run_dir / "checkpoints" / "last.txt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    first = latest_checkpoint(run_dir)
+    assert int(first.name) < 4000  # killed mid-run
+    out = subprocess.run([sys.executable, "-m", "flowft", "resume", str(run_dir)], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"from {first.name}" in out.stderr
+    assert latest_checkpoint(run_dir).name == "0000004000"

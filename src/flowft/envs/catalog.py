@@ -12,6 +12,12 @@ register_task(TaskSpec(
     generate=lambda n, seed, action_noise=0.1: toy.generate_episodes(n, seed, action_noise),
     meta=toy.env_meta, vectorization="sync", chunk_len=4, gamma=0.99, denoise_steps=5,
 ))
+register_task(TaskSpec(
+    name="toy-fixed",
+    make=lambda render=False: toy.ToyReachEnv(random_goals=False, render_mode="rgb_array" if render else None),
+    generate=lambda n, seed, action_noise=0.1: toy.generate_episodes(n, seed, action_noise, random_goals=False),
+    meta=toy.env_meta, vectorization="sync", chunk_len=4, gamma=0.99, denoise_steps=5,
+))
 
 
 def _no_expert(task: str):

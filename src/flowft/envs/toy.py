@@ -20,9 +20,10 @@ import numpy as np
 class ToyReachEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"]}
 
-    def __init__(self, horizon: int = 30, radius: float = 0.08, speed: float = 0.1, noise: float = 0.01,
-                 render_mode: str | None = None):
+    def __init__(self, horizon: int = 12, radius: float = 0.1, speed: float = 0.12, noise: float = 0.01,
+                 random_goals: bool = True, render_mode: str | None = None):
         self.horizon, self.radius, self.speed, self.noise = horizon, radius, speed, noise
+        self.random_goals = random_goals
         self.render_mode = render_mode
         self.observation_space = gym.spaces.Box(-1.0, 1.0, (6,), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
@@ -37,8 +38,11 @@ class ToyReachEnv(gym.Env):
         super().reset(seed=seed)
         r = self.np_random
         self.p = r.uniform(-0.15, 0.15, 2)
-        self.goals = np.array([[r.uniform(-0.75, -0.45), r.uniform(0.35, 0.75)],
-                               [r.uniform(0.45, 0.75), r.uniform(0.35, 0.75)]])
+        if self.random_goals:
+            self.goals = np.array([[r.uniform(-0.75, -0.45), r.uniform(0.35, 0.75)],
+                                   [r.uniform(0.45, 0.75), r.uniform(0.35, 0.75)]])
+        else:
+            self.goals = np.array([[-0.6, 0.55], [0.6, 0.55]])
         self.t = 0
         return self._obs(), {"success": False}
 
@@ -74,14 +78,14 @@ class ToyReachEnv(gym.Env):
         return img
 
 
-def expert_action(obs: np.ndarray, goal_idx: int, rng: np.random.Generator, noise: float, speed: float = 0.1) -> np.ndarray:
+def expert_action(obs: np.ndarray, goal_idx: int, rng: np.random.Generator, noise: float, speed: float = 0.12) -> np.ndarray:
     p, g = obs[:2], obs[2 + 2 * goal_idx: 4 + 2 * goal_idx]
     a = (g - p) / speed
     a = a / max(1.0, np.abs(a).max())  # full speed until close, then proportional
     return np.clip(a + noise * rng.standard_normal(2), -1.0, 1.0).astype(np.float32)
 
 
-def generate_episodes(n: int, seed: int, action_noise: float = 0.1, **env_kwargs) -> list[dict]:
+def generate_episodes(n: int, seed: int, action_noise: float = 0.1, **env_kwargs: Any) -> list[dict]:
     """Scripted expert episodes in the flowft episode format (see flowft.data.hdf5)."""
     env, rng, episodes = ToyReachEnv(**env_kwargs), np.random.default_rng(seed), []
     seeds = np.random.SeedSequence(seed).generate_state(n)
@@ -102,4 +106,4 @@ def generate_episodes(n: int, seed: int, action_noise: float = 0.1, **env_kwargs
 
 
 def env_meta() -> dict:
-    return {"env_name": "toy", "obs_keys": ["obs"], "horizon": 30}
+    return {"env_name": "toy", "obs_keys": ["obs"], "horizon": 12}

@@ -1,0 +1,98 @@
+"""Update-time benchmark: tiny / mid / paper OGPO updates vs this machine's dense-matmul floor.
+
+    python benchmarks/update_speed.py [--device cpu|cuda] [--threads 2] [--repeats 3] [--sizes tiny mid paper]
+
+For each learner size it builds OGPO on synthetic square-sized data (Do=23, Da=7, H=4, K=10), counts the FLOPs
+of one full update (actor imagination + PPO step + BC term + critic TD step) with torch's FlopCounterMode, times
+the update, and compares with the floor = FLOPs / (measured dense fp32 matmul throughput). One run measures
+everything, so the ratios are comparable even on a noisy shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from flowft.algos.ogpo import OGPO
+from flowft.data.buffer import ReplayBuffer
+from flowft.presets import SIZES, ogpo_config
+
+OBS, ACT, H = 23, 7, 4  # robomimic Square low-dim
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_gflops(device, n=2048, k=512, repeats=20) -> float:
+    """Dense fp32 GEMM throughput at the MLP's shapes ([rows, 512] @ [512, 512])."""
+    a, b = torch.randn(n * 8, k, device=device), torch.randn(k, k, device=device)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync(device)
+    return 2 * a.shape[0] * k * k * repeats / (time.perf_counter() - t) / 1e9
+
+
+def filled_buffer(seed=0) -> ReplayBuffer:
+    buf = ReplayBuffer(8, 80_000, OBS, ACT, H, seed=seed)
+    rng = np.random.default_rng(seed)
+    for t in range(2_000):
+        done = rng.random(8) < 0.01
+        buf.add_batch(rng.standard_normal((8, OBS)), rng.uniform(-1, 1, (8, ACT)), -np.ones(8), done,
+                      np.zeros(8, bool), rng.standard_normal((8, OBS)), done & (rng.random(8) < 0.5))
+    return buf
+
+
+def bench(size: str, device, repeats: int) -> dict:
+    cfg = ogpo_config("ogpo-plus-ca", "square", size)
+    algo = OGPO(cfg, OBS, ACT, H, device, seed=0)
+    buf = filled_buffer()
+    algo.update(buf)  # warm-up (allocator, kernels)
+    with FlopCounterMode(display=False) as fc:
+        algo.update(buf)
+    flops = fc.get_total_flops()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t = time.perf_counter()
+        algo.update(buf)
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return {"size": size, "gflop": flops / 1e9, "seconds": statistics.median(times)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--sizes", nargs="+", default=["tiny", "mid", "paper"], choices=list(SIZES))
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    peak = matmul_gflops(device)
+    rows = [bench(s, device, args.repeats if s != "tiny" else 20) for s in args.sizes]
+    peak_after = matmul_gflops(device)
+    gf = statistics.mean([peak, peak_after])
+    name = torch.cuda.get_device_name(0) if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
+    print(f"device: {name}; dense fp32 matmul: {peak:.1f} GFLOP/s before, {peak_after:.1f} after (mean {gf:.1f})")
+    print("| size | GFLOP / update | measured s / update | floor s (FLOPs / matmul rate) | ratio |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        floor = r["gflop"] / gf
+        print(f"| {r['size']} | {r['gflop']:.2f} | {r['seconds']:.4f} | {floor:.4f} | {r['seconds'] / floor:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
