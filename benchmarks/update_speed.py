@@ -2,7 +2,8 @@
 
     python benchmarks/update_speed.py [--device cpu|cuda] [--threads 2] [--repeats 3] [--sizes tiny mid paper]
 
-For each learner size it builds OGPO on synthetic square-sized data (Do=23, Da=7, H=4, K=10), counts the FLOPs
+For each learner size it builds OGPO on synthetic data of the size's intended task (tiny: the toy task, Do=6, Da=2,
+H=4, K=5; mid and paper: robomimic Square, Do=23, Da=7, H=4, K=10), counts the FLOPs
 of one full update (actor imagination + PPO step + BC term + critic TD step) with torch's FlopCounterMode, times
 the update, and compares with the floor = FLOPs / (measured dense fp32 matmul throughput). One run measures
 everything, so the ratios are comparable even on a noisy shared machine.
@@ -22,7 +23,8 @@ from flowft.algos.ogpo import OGPO
 from flowft.data.buffer import ReplayBuffer
 from flowft.presets import SIZES, ogpo_config
 
-OBS, ACT, H = 23, 7, 4  # robomimic Square low-dim
+DIMS = {"tiny": ("toy", 6, 2), "mid": ("square", 23, 7), "paper": ("square", 23, 7)}  # task, Do, Da
+H = 4
 
 
 def sync(device):
@@ -43,7 +45,7 @@ def matmul_gflops(device, n=2048, k=512, repeats=20) -> float:
     return 2 * a.shape[0] * k * k * repeats / (time.perf_counter() - t) / 1e9
 
 
-def filled_buffer(seed=0) -> ReplayBuffer:
+def filled_buffer(OBS: int, ACT: int, seed=0) -> ReplayBuffer:
     buf = ReplayBuffer(8, 80_000, OBS, ACT, H, seed=seed)
     rng = np.random.default_rng(seed)
     for t in range(2_000):
@@ -54,9 +56,10 @@ def filled_buffer(seed=0) -> ReplayBuffer:
 
 
 def bench(size: str, device, repeats: int) -> dict:
-    cfg = ogpo_config("ogpo-plus-ca", "square", size)
+    task, OBS, ACT = DIMS[size]
+    cfg = ogpo_config("ogpo-plus-ca", task, size)
     algo = OGPO(cfg, OBS, ACT, H, device, seed=0)
-    buf = filled_buffer()
+    buf = filled_buffer(OBS, ACT)
     algo.update(buf)  # warm-up (allocator, kernels)
     with FlopCounterMode(display=False) as fc:
         algo.update(buf)
@@ -68,7 +71,7 @@ def bench(size: str, device, repeats: int) -> dict:
         algo.update(buf)
         sync(device)
         times.append(time.perf_counter() - t)
-    return {"size": size, "gflop": flops / 1e9, "seconds": statistics.median(times)}
+    return {"size": f"{size} ({task})", "gflop": flops / 1e9, "seconds": statistics.median(times)}
 
 
 def main() -> None:

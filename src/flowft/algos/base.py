@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Literal
 
@@ -19,7 +20,7 @@ class DivergenceError(RuntimeError):
 
 
 def check_finite(stats: dict[str, float], where: str) -> None:
-    bad = [k for k, v in stats.items() if not torch.isfinite(torch.tensor(float(v)))]
+    bad = [k for k, v in stats.items() if not math.isfinite(v)]
     if bad:
         raise DivergenceError(f"{where}: non-finite {bad} (values {[stats[k] for k in bad]})")
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from flowft import __version__
-from flowft.data.hdf5 import read_demos
+from flowft.data.hdf5 import load_demos
 from flowft.envs.make import make_vec_env
 from flowft.policies.flow import FlowPolicy, FlowPolicyConfig
 from flowft.registry import get_task
@@ -32,7 +32,9 @@ from flowft.utils.seeding import seed_everything
 @dataclass(frozen=True)
 class BCConfig:
     demos: str
-    """robomimic-style HDF5 demo file (`flowft demos` writes one)."""
+    """Demonstrations: a robomimic-style HDF5 file (`flowft demos` writes one; real robomimic files work too) or a
+    Minari dataset already on disk (directory or dataset id; never downloaded)."""
+    demos_format: Literal["auto", "robomimic", "minari"] = "auto"
     task: str = "toy"
     policy: FlowPolicyConfig = field(default_factory=FlowPolicyConfig)
     steps: int = 500_000
@@ -66,7 +68,7 @@ def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
     seed_everything(cfg.seed)
     device = torch.device(cfg.device)
     task = get_task(cfg.task)
-    data = read_demos(cfg.demos, only_success=cfg.only_success, max_episodes=cfg.max_episodes)
+    data = load_demos(cfg.demos, cfg.demos_format, only_success=cfg.only_success, max_episodes=cfg.max_episodes)
     venv = make_vec_env(task, cfg.eval_envs)
     obs_dim, act_dim, H = venv.single_observation_space.shape[0], venv.single_action_space.shape[0], task.chunk_len
     if data.obs.shape[1] != obs_dim or data.actions.shape[1] != act_dim:

@@ -79,8 +79,9 @@ class OGPO(Algorithm):
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic = CriticEnsemble(obs_dim, act_dim, chunk_len, cfg.critic).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_opt = torch.optim.AdamW(self.actor.parameters(), lr=cfg.actor_lr, weight_decay=cfg.weight_decay)
-        self.critic_opt = torch.optim.AdamW(self.critic.parameters(), lr=cfg.critic_lr, weight_decay=cfg.weight_decay)
+        opt = dict(weight_decay=cfg.weight_decay, foreach=True)  # one kernel per op over all params (tiny nets)
+        self.actor_opt = torch.optim.AdamW(self.actor.parameters(), lr=cfg.actor_lr, **opt)
+        self.critic_opt = torch.optim.AdamW(self.critic.parameters(), lr=cfg.critic_lr, **opt)
 
     def init_from_bc(self, actor_state: dict[str, torch.Tensor]) -> None:
         """Start from a BC checkpoint: actor and EMA actor = BC weights; critics share its normalisers."""
@@ -146,7 +147,7 @@ class OGPO(Algorithm):
             group["lr"] = lr
         self.actor_opt.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip, foreach=True)
         self.actor_opt.step()
         polyak(self.actor_target, self.actor, cfg.tau_actor)
         stats.update({
@@ -171,7 +172,7 @@ class OGPO(Algorithm):
         loss = (((q - y) ** 2) * w).sum(-1).div(w.sum().clamp_min(1.0)).sum()
         self.critic_opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip, foreach=True)
         self.critic_opt.step()
         polyak(self.critic_target, self.critic, cfg.tau_critic)
         return {"critic/loss": loss.item() / self.critic.M, "critic/q_mean": q.mean().item(),

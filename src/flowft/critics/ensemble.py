@@ -89,7 +89,6 @@ def aggregate(q: torch.Tensor, how: Aggregation, generator: torch.Generator | No
 @torch.no_grad()
 def polyak(target: nn.Module, source: nn.Module, tau: float) -> None:
     """target <- (1 - tau) * target + tau * source on parameters; buffers (normalisers) are copied."""
-    for tp, sp in zip(target.parameters(), source.parameters()):
-        tp.lerp_(sp, tau)
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
     for tb, sb in zip(target.buffers(), source.buffers()):
         tb.copy_(sb)

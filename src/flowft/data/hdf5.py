@@ -118,3 +118,20 @@ def read_demos(path: str | os.PathLike, obs_keys: list[str] | None = None, only_
     meta = {**meta, "obs_keys": list(keys)}
     return DemoDataset(np.concatenate(obs), np.concatenate(acts), np.concatenate(rews),
                        np.cumsum(ends), np.array(succ), meta)
+
+
+def load_demos(path: str, fmt: str = "auto", **kw) -> DemoDataset:
+    """Demonstrations from a robomimic-style HDF5 file (ours or robomimic's) or a Minari dataset on disk
+    (directory, main_data.hdf5 or dataset id under $MINARI_DATASETS_PATH). `auto` picks by the file's layout."""
+    if fmt == "auto":
+        p = Path(path)
+        is_robomimic = False
+        if p.is_file() and h5py.is_hdf5(p):
+            with h5py.File(p, "r") as f:
+                is_robomimic = "data" in f
+        fmt = "robomimic" if is_robomimic else "minari"
+    if fmt == "robomimic":
+        return read_demos(path, **kw)
+    from flowft.data.minari_reader import read_minari
+
+    return read_minari(path, **kw)
