@@ -71,5 +71,9 @@ def test_cli_end_to_end_on_toy(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "r"), "--episodes", "8", "--envs", "4"]) == 0
     out = capsys.readouterr().out
     assert "ode {'success'" in out and "bon {'success'" in out
+    pytest.importorskip("imageio_ffmpeg")
+    assert main(["eval", str(tmp_path / "r"), "--episodes", "4", "--envs", "2", "--samplers", "ode", "--video"]) == 0
+    videos = list((tmp_path / "r").rglob("eval_ode.mp4"))
+    assert len(videos) == 1 and videos[0].stat().st_size > 1000
     assert main(["plot", str(tmp_path / "r"), "--out", str(tmp_path / "c.png")]) == 0
     assert (tmp_path / "c.png").stat().st_size > 1000

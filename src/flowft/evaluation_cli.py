@@ -40,16 +40,27 @@ def run_eval(path: str, samplers, episodes: int, envs: int, seed: int, device: s
     dev = torch.device(device)
     fns, task_name = _act_fns(ckpt, cfg, samplers, dev, seed)
     task = get_task(task_name)
-    venv = make_vec_env(task, envs, render=video)
-    out = {}
-    for s in samplers:
-        frames: list | None = [] if video else None
-        out[s] = evaluate(fns[s], venv, task.chunk_len, episodes, seed=seed, stream=0, device=dev, frames=frames)
-        if video:
-            from flowft.utils.video import write_mp4
-
-            target = ckpt / "videos" / f"eval_{s}.mp4"
-            write_mp4(target, frames)
-            print(f"video: {target}")
+    venv = make_vec_env(task, envs)
+    out = {s: evaluate(fns[s], venv, task.chunk_len, episodes, seed=seed, stream=0, device=dev) for s in samplers}
     venv.close()
+    if video:
+        record_videos(fns, samplers, task, ckpt / "videos", seed, dev)
     return out
+
+
+def record_videos(fns, samplers, task, out_dir: Path, seed: int, device) -> list[Path]:
+    """One rendered episode per sampler, offscreen (MUJOCO_GL defaults to egl; set osmesa for CPU-only GL)."""
+    import os
+
+    from flowft.utils.video import write_mp4
+
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    venv = make_vec_env(task, 1, render=True, vectorization="sync")
+    paths = []
+    for s in samplers:
+        frames: list = []
+        evaluate(fns[s], venv, task.chunk_len, 1, seed=seed, stream=1, device=device, frames=frames)
+        paths.append(write_mp4(out_dir / f"eval_{s}.mp4", frames))
+        print(f"video: {paths[-1]} ({len(frames)} frames)")
+    venv.close()
+    return paths

@@ -250,3 +250,30 @@ def test_render_rgb_array():
         assert env.render().shape == (64, 80, 3)
     finally:
         env.close()
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_eval_video_of_lift_policy(tmp_path):
+    """`flowft eval --video` renders offscreen (EGL) and writes an mp4; skipped where no GL backend works."""
+    pytest.importorskip("robosuite")
+    pytest.importorskip("imageio_ffmpeg")
+    import subprocess
+    import sys
+
+    probe = subprocess.run([sys.executable, "-c", "import os; os.environ['MUJOCO_GL']='egl'; import mujoco; "
+                            "mujoco.GLContext(64, 64).make_current()"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("no EGL rendering backend on this machine")
+    from flowft.cli import main
+    from flowft.data.hdf5 import write_demos
+    from flowft.registry import get_task
+
+    task = get_task("lift")
+    write_demos(tmp_path / "d.hdf5", task.generate(3, 0, 0.0), task.meta())
+    assert main(["pretrain", "--task", "lift", "--demos", str(tmp_path / "d.hdf5"), "--steps", "20",
+                 "--eval-every", "20", "--eval-episodes", "1", "--eval-envs", "1", "--out-dir", str(tmp_path),
+                 "--run-name", "bc"]) == 0
+    assert main(["eval", str(tmp_path / "bc"), "--samplers", "ode", "--episodes", "1", "--envs", "1", "--video"]) == 0
+    video = tmp_path / "bc" / "checkpoint" / "videos" / "eval_ode.mp4"
+    assert video.exists() and video.stat().st_size > 10_000
