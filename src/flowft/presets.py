@@ -105,4 +105,5 @@ def bc_preset(task: str, size: Size, demos: str, **overrides):
 
     base = dict(BC_DEFAULTS.get(task, {"steps": 100_000, "eval_every": 2_000}))
     base.update(overrides)
+    base.setdefault("clip_critic_heads", SIZES[size]["heads"])
     return BCConfig(demos=demos, task=task, policy=policy_config(task, size), **base)

@@ -1,9 +1,10 @@
 """Behaviour-cloning pretraining of the flow policy with the paper's "clip to <= 50 %" early stop.
 
 Every `eval_every` steps the policy is evaluated with the rollout sampler; BC stops and saves as soon as the
-success rate reaches `clip_threshold` (0.45, bc_runner.run_bc_training with clip_bc_wrt=SDE).
-Best-of-N needs a critic; none exists during BC, and Best-of-N over an untrained critic is a uniformly random
-pick among N SDE samples, i.e. distributed exactly as one SDE sample, which is what we evaluate (`sde`).
+success rate reaches `clip_threshold` (0.45, bc_runner.run_bc_training with clip_bc_wrt=SDE). As in the reference,
+the "SDE" gate is the online rollout sampler, Best-of-N SDE, scored by a freshly initialised (untrained) critic
+ensemble, exactly what the finetuning run executes at its step 0 (`clip_sampler="bon"`); `sde` (one SDE sample)
+and `ode` are available too.
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ class BCConfig:
     clip: bool = True
     """Stop at the first evaluation with success >= clip_threshold (the paper's clipped BC start)."""
     clip_threshold: float = 0.45
-    clip_sampler: Literal["sde", "ode"] = "sde"
+    clip_sampler: Literal["bon", "sde", "ode"] = "bon"
+    clip_critic_heads: int = 10
+    """Heads of the untrained critic that scores Best-of-N during the clip check (the finetuning preset's M)."""
     only_success: bool = True
     """Train only on successful demo episodes."""
     max_episodes: int | None = None
@@ -114,7 +117,16 @@ def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
 
 def _eval(policy: FlowPolicy, venv, H: int, cfg: BCConfig, step: int, device) -> dict[str, float]:
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 7919 + step)
-    if cfg.clip_sampler == "sde":
+    if cfg.clip_sampler == "bon":
+        from flowft.algos.ogpo import OGPO, OGPOConfig
+        from flowft.critics.ensemble import CriticConfig
+
+        torch.manual_seed(cfg.seed)  # the untrained critic is the same at every clip check
+        acfg = OGPOConfig(policy=cfg.policy, critic=CriticConfig(num_heads=cfg.clip_critic_heads, hidden=cfg.policy.hidden))
+        algo = OGPO(acfg, policy.obs_dim, policy.act_dim, H, device, cfg.seed)
+        algo.init_from_bc(policy.state_dict())
+        act = lambda o: algo.act(o, "bon", generator=gen)  # noqa: E731
+    elif cfg.clip_sampler == "sde":
         act = lambda o: policy.sample_sde(o, 1, generator=gen).actions[0]  # noqa: E731
     else:
         act = lambda o: policy.sample_ode(o, generator=gen)  # noqa: E731

@@ -46,6 +46,29 @@ class DemoDataset:
         return t(self.obs[start]), t(self.actions[idx]), t(valid.astype(np.float32))
 
 
+class EpisodeCollector:
+    """Accumulates validated episodes for the dataset readers (success filter, episode cap, concatenation)."""
+
+    def __init__(self, only_success: bool, max_episodes: int | None):
+        self.only_success, self.max_episodes = only_success, max_episodes
+        self.obs: list[np.ndarray] = []
+        self.acts: list[np.ndarray] = []
+        self.rews: list[np.ndarray] = []
+        self.succ: list[bool] = []
+
+    def add(self, o: np.ndarray, a: np.ndarray, r: np.ndarray, ok: bool) -> bool:
+        """Keep the episode unless filtered; returns True once the cap is reached."""
+        if not (self.only_success and not ok):
+            self.obs.append(o); self.acts.append(a); self.rews.append(r); self.succ.append(ok)  # noqa: E702
+        return self.max_episodes is not None and len(self.obs) >= self.max_episodes
+
+    def build(self, where, env_meta: dict) -> DemoDataset:
+        if not self.obs:
+            raise ValueError(f"{where}: no {'successful ' if self.only_success else ''}episodes to read")
+        return DemoDataset(np.concatenate(self.obs), np.concatenate(self.acts), np.concatenate(self.rews),
+                           np.cumsum([len(a) for a in self.acts]), np.array(self.succ, dtype=bool), env_meta)
+
+
 def write_demos(path: str | os.PathLike, episodes: list[dict], env_meta: dict) -> None:
     """Write episodes ({"obs": {key: [T, k]}, "actions": [T, Da], "rewards": [T], "dones": [T], "success": bool})
     atomically (temp file + rename), so an interrupted run never leaves a half-written dataset at `path`."""
@@ -89,7 +112,8 @@ def read_demos(path: str | os.PathLike, obs_keys: list[str] | None = None, only_
         if not names:
             raise ValueError(f"{path}: group 'data' holds no demos")
         keys = obs_keys or meta.get("obs_keys") or sorted(data[names[0]]["obs"].keys())
-        obs, acts, rews, ends, succ = [], [], [], [], []
+        eps = EpisodeCollector(only_success, max_episodes)
+        dims: tuple[int, int] | None = None
         for name in names:
             g = data[name]
             for req in ("actions", "obs"):
@@ -105,19 +129,13 @@ def read_demos(path: str | os.PathLike, obs_keys: list[str] | None = None, only_
             for key, arr in (("obs", o), ("actions", a), ("rewards", r)):
                 if not np.isfinite(arr).all():
                     raise ValueError(f"{path}: data/{name}/{key} contains NaN or inf")
-            if obs and (o.shape[1] != obs[0].shape[1] or a.shape[1] != acts[0].shape[1]):
+            dims = dims or (o.shape[1], a.shape[1])
+            if (o.shape[1], a.shape[1]) != dims:
                 raise ValueError(f"{path}: data/{name} has obs/action dims {o.shape[1]}/{a.shape[1]}, "
-                                 f"earlier demos have {obs[0].shape[1]}/{acts[0].shape[1]}")
-            if only_success and not ok:
-                continue
-            obs.append(o); acts.append(a); rews.append(r); succ.append(ok); ends.append(len(a))
-            if max_episodes is not None and len(obs) >= max_episodes:
+                                 f"earlier demos have {dims[0]}/{dims[1]}")
+            if eps.add(o, a, r, ok):
                 break
-    if not obs:
-        raise ValueError(f"{path}: no {'successful ' if only_success else ''}episodes to read")
-    meta = {**meta, "obs_keys": list(keys)}
-    return DemoDataset(np.concatenate(obs), np.concatenate(acts), np.concatenate(rews),
-                       np.cumsum(ends), np.array(succ), meta)
+    return eps.build(path, {**meta, "obs_keys": list(keys)})
 
 
 def load_demos(path: str, fmt: str = "auto", **kw) -> DemoDataset:

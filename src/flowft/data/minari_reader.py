@@ -66,7 +66,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .hdf5 import DemoDataset
+from flowft.data.hdf5 import DemoDataset, EpisodeCollector
 
 __all__ = ["read_minari", "resolve_minari_path"]
 
@@ -229,7 +229,7 @@ def read_minari(path_or_id: str, only_success: bool = False, max_episodes: int |
         minari_meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     except json.JSONDecodeError as e:
         raise ValueError(f"{meta_file}: not valid JSON ({e})") from None
-    obs, acts, rews, ends, succ = [], [], [], [], []
+    eps = EpisodeCollector(only_success, max_episodes)
     layout0 = None
     with h5py.File(file, "r") as f:
         names = [(int(m.group(1)), k) for k in f.keys() if (m := _EP_RE.match(k))]
@@ -249,13 +249,10 @@ def read_minari(path_or_id: str, only_success: bool = False, max_episodes: int |
             elif layout != layout0 or a.shape[1] != a_dim0:
                 raise ValueError(f"{file}: {name}: inconsistent dims: obs layout {layout} / action dim {a.shape[1]}, "
                                  f"earlier episodes have {layout0} / {a_dim0}")
-            if only_success and not ok:
-                continue
-            obs.append(o); acts.append(a); rews.append(r); succ.append(ok); ends.append(len(a))
-            if max_episodes is not None and len(obs) >= max_episodes:
+            if eps.add(o, a, r, ok):
                 break
-    if not obs:
-        raise ValueError(f"{file}: no {'successful ' if only_success else ''}episodes to read")
+    if not eps.obs:
+        return eps.build(file, {})  # raises the "no episodes" error
     slices, start = {}, 0
     for path, d in layout0:
         slices[path] = [start, start + d]
@@ -269,9 +266,8 @@ def read_minari(path_or_id: str, only_success: bool = False, max_episodes: int |
         "obs_layout": [f"{p}[{d}]" for p, d in layout0],
         "obs_slices": slices,
         "obs_dim": start,
-        "action_dim": int(acts[0].shape[1]),
+        "action_dim": int(a_dim0),
         "success_rule": _SUCCESS_RULE,
         "minari_metadata": minari_meta,
     }
-    return DemoDataset(np.concatenate(obs), np.concatenate(acts), np.concatenate(rews),
-                       np.cumsum(ends), np.array(succ, dtype=bool), env_meta)
+    return eps.build(file, env_meta)

@@ -30,6 +30,8 @@ from typing import Any
 import gymnasium
 import numpy as np
 
+from flowft.envs.gym_robotics import import_gym_robotics
+
 ADROIT_TASKS = ("door", "hammer", "pen", "relocate")
 
 _ENV_IDS = {
@@ -54,18 +56,7 @@ def _check_task(task: str) -> str:
 
 
 def _register_gym_robotics() -> None:
-    try:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import gymnasium_robotics  # noqa: F401  (registers the env ids on import)
-    except ImportError as e:  # pragma: no cover - depends on the install
-        raise ImportError(_INSTALL_HINT) from e
-    try:
-        gymnasium.register_envs(gymnasium_robotics)
-    except AttributeError:  # pragma: no cover - old gymnasium
-        pass
+    import_gym_robotics(_INSTALL_HINT)
 
 
 class AdroitEnv(gymnasium.Env):

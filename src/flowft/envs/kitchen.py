@@ -28,6 +28,8 @@ from typing import Any, Literal
 import gymnasium
 import numpy as np
 
+from flowft.envs.gym_robotics import import_gym_robotics
+
 DEFAULT_TASKS = ("microwave", "kettle", "light switch", "slide cabinet")
 GOAL_DIMS = {
     "bottom burner": 2,
@@ -53,18 +55,7 @@ _INSTALL_HINT = (
 
 
 def _make_base(tasks, render: bool):
-    try:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import gymnasium_robotics
-    except ImportError as e:  # pragma: no cover - depends on the install
-        raise ImportError(_INSTALL_HINT) from e
-    try:
-        gymnasium.register_envs(gymnasium_robotics)
-    except AttributeError:  # pragma: no cover
-        pass
+    import_gym_robotics(_INSTALL_HINT)
     kwargs: dict[str, Any] = dict(tasks_to_complete=list(tasks), terminate_on_tasks_completed=True)
     if render:
         kwargs.update(render_mode="rgb_array", width=256, height=256)
