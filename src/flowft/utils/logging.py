@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import math
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -47,7 +48,7 @@ class Logger:
             import wandb  # optional extra
 
             id_file = run_dir / "wandb_id.txt"
-            run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+            run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:12]
             id_file.write_text(run_id)
             self.wandb = wandb.init(project=cfg.wandb_project, mode=cfg.wandb, id=run_id, resume="allow",
                                     config=config_dict, dir=str(run_dir))
