@@ -77,24 +77,25 @@ def bench(size: str, device, repeats: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                    help="torch thread counts to measure (each row's floor uses the same count)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sizes", nargs="+", default=["tiny", "mid", "paper"], choices=list(SIZES))
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    peak = matmul_gflops(device)
-    rows = [bench(s, device, args.repeats if s != "tiny" else 20) for s in args.sizes]
-    peak_after = matmul_gflops(device)
-    gf = statistics.mean([peak, peak_after])
-    name = torch.cuda.get_device_name(0) if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
-    print(f"device: {name}; dense fp32 matmul: {peak:.1f} GFLOP/s before, {peak_after:.1f} after (mean {gf:.1f})")
-    print("| size | GFLOP / update | measured s / update | floor s (FLOPs / matmul rate) | ratio |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        floor = r["gflop"] / gf
-        print(f"| {r['size']} | {r['gflop']:.2f} | {r['seconds']:.4f} | {floor:.4f} | {r['seconds'] / floor:.2f}x |")
+    name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
+    print(f"device: {name}")
+    print("| size (task) | threads | GFLOP / update | measured s / update | matmul GFLOP/s | floor s | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for threads in args.threads if device.type == "cpu" else [torch.get_num_threads()]:
+        torch.set_num_threads(threads)
+        before = matmul_gflops(device)
+        rows = [bench(s, device, args.repeats if s != "tiny" else 20) for s in args.sizes]
+        gf = statistics.mean([before, matmul_gflops(device)])  # floor measured around the updates, same threads
+        for r in rows:
+            floor = r["gflop"] / gf
+            print(f"| {r['size']} | {threads} | {r['gflop']:.2f} | {r['seconds']:.4f} | {gf:.1f} | {floor:.4f} | "
+                  f"{r['seconds'] / floor:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from flowft.critics.ensemble import Aggregation, CriticConfig, CriticEnsemble, a
 from flowft.critics.targets import chunk_returns, td_target
 from flowft.data.buffer import ReplayBuffer
 from flowft.objectives.advantages import AdvantageKind, advantages
-from flowft.objectives.ppo import ppo_clip_loss
+from flowft.objectives.ppo import ppo_clip_loss, ratio_stats
 from flowft.policies.flow import FlowPolicy, FlowPolicyConfig
 from flowft.utils.schedules import restarting_warmup_cosine
 
@@ -66,6 +66,13 @@ class OGPOConfig:
     drop_partial_chunks: bool = True
     """Weight the TD loss by valid[-1] (reference): chunks crossing an episode end before their last step are
     skipped. False uses them with exact n-step targets."""
+    microbatch_chains: int = 1024
+    """Chains per micro-batch for the teacher-forced log-prob and the imagined-Q pass (0 = all at once). The PPO
+    loss is a mean over independent chains, so gradient accumulation over micro-batches is exact; it keeps the
+    paper config's [G*B*K, 512] activations cache-sized (docs/benchmarks.md)."""
+    critic_warmup: int = 0
+    """Updates at the start of the online phase that train only the critic (the actor waits for a critic that
+    has seen data; the reference's `q_warmup_steps`, 0 in its scripts)."""
     success_critic_step: bool = False
     """Extra TD step on a success-buffer batch (`use_success_buffer_q`, square/transport scripts)."""
 
@@ -115,7 +122,9 @@ class OGPO(Algorithm):
     def update(self, buffer: ReplayBuffer) -> dict[str, float]:
         cfg = self.cfg
         batch = buffer.sample(cfg.batch_size).to(self.device)
-        stats = self.actor_step(batch.obs[: cfg.ppo_batch_size], buffer, batch)
+        stats = {}
+        if self.grad_steps >= cfg.critic_warmup:
+            stats = self.actor_step(batch.obs[: cfg.ppo_batch_size], buffer, batch)
         stats.update(self.critic_step(batch))
         if cfg.success_critic_step and buffer.can_sample(success=True):
             stats["critic/sb_loss"] = self.critic_step(buffer.sample(cfg.batch_size, success=True).to(self.device))["critic/loss"]
@@ -126,32 +135,39 @@ class OGPO(Algorithm):
     def actor_step(self, S: torch.Tensor, buffer: ReplayBuffer, batch) -> dict[str, float]:
         cfg = self.cfg
         G, B = cfg.group_size, S.shape[0]
+        mb = G if cfg.microbatch_chains <= 0 else max(1, min(G, cfg.microbatch_chains // max(1, B)))  # groups/slice
+        slices = [slice(g, min(G, g + mb)) for g in range(0, G, mb)]
         with torch.no_grad():
             imagined = self.actor_target.sample_sde(S, G, generator=self.gen)  # chain [G, B, K+1, d]
-            q = self.critic_target(S.unsqueeze(0).expand(G, B, self.obs_dim), imagined.actions)  # [M, G, B]
+            S_rep = S.unsqueeze(0).expand(G, B, self.obs_dim)
+            q = torch.cat([self.critic_target(S_rep[sl], imagined.actions[sl]) for sl in slices], 1)  # [M, G, B]
             q = q.transpose(0, 1)  # [G, M, B]
             adv = advantages(q, cfg.advantage, cfg.normalize_group)  # [G, B]
             if cfg.adv_clip_min is not None:
                 adv = adv.clamp_min(cfg.adv_clip_min)
-        logp = self.actor.log_prob(S, imagined.chain)  # [G, B], teacher-forced, fp32
-        pg_loss, ratio_stats = ppo_clip_loss(logp, imagined.logp, adv, cfg.clip_eps)
-        loss, stats = pg_loss, {f"actor/{k}": v for k, v in ratio_stats.items()}
+        self.actor_opt.zero_grad(set_to_none=True)
+        pg_loss, new_logp = 0.0, []
+        for sl in slices:  # gradient accumulation: sum of slice means weighted by slice size = the full mean
+            logp = self.actor.log_prob(S, imagined.chain[sl])  # [g, B], teacher-forced, fp32
+            loss, _ = ppo_clip_loss(logp, imagined.logp[sl], adv[sl], cfg.clip_eps)
+            (loss * (logp.shape[0] / G)).backward()
+            pg_loss += loss.item() * logp.shape[0] / G
+            new_logp.append(logp.detach())
+        stats = {f"actor/{k}": v for k, v in ratio_stats(torch.cat(new_logp) - imagined.logp, cfg.clip_eps).items()}
         if cfg.bc_coeff > 0:
             use_sb = cfg.bc_source == "success" and buffer.can_sample(success=True)
             bc = buffer.sample(cfg.batch_size, success=True).to(self.device) if use_sb else batch
             bc_loss = self.actor.cfm_loss(bc.obs, bc.actions, bc.valid, generator=self.gen)
-            loss = loss + cfg.bc_coeff * bc_loss
+            (cfg.bc_coeff * bc_loss).backward()
             stats.update({"actor/bc_loss": bc_loss.item(), "actor/bc_on_success": float(use_sb)})
         lr = restarting_warmup_cosine(self.grad_steps, cfg.actor_lr, cfg.actor_lr_floor, cfg.lr_warmup, cfg.lr_cycle)
         for group in self.actor_opt.param_groups:
             group["lr"] = lr
-        self.actor_opt.zero_grad(set_to_none=True)
-        loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip, foreach=True)
         self.actor_opt.step()
         polyak(self.actor_target, self.actor, cfg.tau_actor)
         stats.update({
-            "actor/pg_loss": pg_loss.item(), "actor/grad_norm": grad_norm.item(), "actor/lr": lr,
+            "actor/pg_loss": pg_loss, "actor/grad_norm": grad_norm.item(), "actor/lr": lr,
             "actor/adv_abs_mean": adv.abs().mean().item(), "actor/adv_std": adv.std().item(),
             "actor/adv_zero_frac": (adv == 0).float().mean().item(),
             "actor/q_imagined_mean": q.mean().item(),

@@ -16,12 +16,16 @@ def ppo_clip_loss(
     ratio = torch.exp(log_ratio)
     adv = adv.detach()
     surrogate = torch.minimum(ratio * adv, ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * adv)
-    loss = -surrogate.mean()
-    with torch.no_grad():
-        stats = {
-            "ratio_mean": ratio.mean().item(),
-            "ratio_max": ratio.max().item(),
-            "clip_frac": ((ratio - 1.0).abs() > clip_eps).float().mean().item(),
-            "approx_kl": ((ratio - 1.0) - log_ratio).mean().item(),
-        }
-    return loss, stats
+    return -surrogate.mean(), ratio_stats(log_ratio, clip_eps)
+
+
+@torch.no_grad()
+def ratio_stats(log_ratio: torch.Tensor, clip_eps: float) -> dict[str, float]:
+    """Diagnostics of the importance ratio: mean, max, clipped fraction, approximate KL (k3 estimator)."""
+    ratio = torch.exp(log_ratio.detach())
+    return {
+        "ratio_mean": ratio.mean().item(),
+        "ratio_max": ratio.max().item(),
+        "clip_frac": ((ratio - 1.0).abs() > clip_eps).float().mean().item(),
+        "approx_kl": ((ratio - 1.0) - log_ratio.detach()).mean().item(),
+    }
