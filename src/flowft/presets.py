@@ -74,6 +74,8 @@ def run_config(task: str, size: Size, **overrides) -> RunConfig:
     base = dict(RUN_DEFAULTS.get(task, {"env_steps": 200_000, "start_training": 10_000, "eval_every": 20_000}))
     if size == "paper":
         base.update(start_training=10_000, utd=1.0, eval_every=20_000, env_steps=2_000_000)
+    if size == "tiny":
+        base["threads"] = 1  # 128-wide layers: a second thread only adds sync overhead (docs/benchmarks.md)
     base.update(overrides)
     return RunConfig(task=task, **base)
 
@@ -106,4 +108,6 @@ def bc_preset(task: str, size: Size, demos: str, **overrides):
     base = dict(BC_DEFAULTS.get(task, {"steps": 100_000, "eval_every": 2_000}))
     base.update(overrides)
     base.setdefault("clip_critic_heads", SIZES[size]["heads"])
+    if size == "tiny":
+        base.setdefault("threads", 1)
     return BCConfig(demos=demos, task=task, policy=policy_config(task, size), **base)
