@@ -181,6 +181,11 @@ COMMANDS = {"demos": cmd_demos, "pretrain": cmd_pretrain, "train": cmd_train, "e
 
 
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    # SIGTERM (plain `kill`, SLURM preemption) unwinds like Ctrl-C, so env worker processes are closed; resume
+    # later from the last checkpoint.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)

@@ -111,7 +111,17 @@ class Trainer:
     # ------------------------------------------------------------------------------------------- loop
     def run(self, stop_at: int | None = None) -> dict[str, float]:
         """Train to the budget. `stop_at` ends the loop early right after the checkpoint at that env step, as if
-        the process had been killed there (used by the resume tests)."""
+        the process had been killed there (used by the resume tests). Env worker processes are always closed."""
+        try:
+            return self._run(stop_at)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for venv in (self.venv, self.eval_venv):
+            venv.close()
+
+    def _run(self, stop_at: int | None) -> dict[str, float]:
         r = self.cfg.run
         last_eval: dict[str, float] = {}
         last_eval_step = -1
@@ -122,7 +132,7 @@ class Trainer:
         bar = tqdm(total=r.env_steps, initial=self.env_steps, unit="step", dynamic_ncols=True,
                    disable=not (r.log.progress and sys.stderr.isatty()))
         train_stats: dict[str, list[float]] = {}
-        t0, steps0, t_update = time.perf_counter(), self.env_steps, 0.0
+        t0, steps0, t_update, t_eval = time.perf_counter(), self.env_steps, 0.0, 0.0
         try:
             while self.env_steps < r.env_steps:
                 res = self.collector.step(lambda o: self.algo.act(o, "explore"))
@@ -144,9 +154,13 @@ class Trainer:
                     row = {f"train/{k}": float(np.mean(v)) for k, v in train_stats.items()}
                     row.update(self._episode_stats())
                     dt = time.perf_counter() - t0
-                    row.update({"time/sps": (self.env_steps - steps0) / dt, "time/update_frac": t_update / dt})
+                    # sps excludes in-loop evaluation time; update_frac = learner share of training wall time
+                    row.update({"time/sps": (self.env_steps - steps0) / (dt - t_eval),
+                                "time/update_frac": t_update / (dt - t_eval), "time/eval_s": t_eval})
                     if crossed(r.eval_every) or self.env_steps >= r.env_steps:
+                        te = time.perf_counter()
                         last_eval, last_eval_step = self.evaluate_now(), self.env_steps
+                        t_eval += time.perf_counter() - te
                         row.update(last_eval)
                         print(summary_line(row, self.env_steps), file=sys.stderr)
                         if r.plot:
