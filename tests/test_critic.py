@@ -1,0 +1,48 @@
+"""Critic ensemble: one batched pass equals M independent MLPs; aggregation rules; Polyak update."""
+
+import torch
+import torch.nn.functional as F
+
+from flowft.critics.ensemble import CriticConfig, CriticEnsemble, aggregate, polyak
+
+
+def manual_head(c: CriticEnsemble, m: int, obs, act):
+    x = torch.cat([c.obs_normalizer(obs), c.act_normalizer(act).flatten(-2)], -1)
+    for i, layer in enumerate(c.layers):
+        x = x @ layer.weight[m] + layer.bias[m, 0]
+        x = F.layer_norm(x, x.shape[-1:]) * c.ln_gain[i][m, 0] + c.ln_bias[i][m, 0]
+        x = c.act(x)
+    return (x @ c.out.weight[m] + c.out.bias[m, 0]).squeeze(-1)
+
+
+def test_batched_heads_equal_independent_mlps():
+    torch.manual_seed(0)
+    c = CriticEnsemble(5, 2, 3, CriticConfig(num_heads=4, hidden=(16, 16)))
+    obs, act = torch.randn(7, 5), torch.randn(7, 3, 2)
+    q = c(obs, act)
+    assert q.shape == (4, 7)
+    for m in range(4):
+        assert torch.allclose(q[m], manual_head(c, m, obs, act), atol=1e-5)
+    assert not torch.allclose(q[0], q[1])  # heads are independently initialised
+    q3 = c(obs.unsqueeze(0).expand(2, 7, 5), act.unsqueeze(0).expand(2, 7, 3, 2))  # leading dims kept
+    assert q3.shape == (4, 2, 7) and torch.allclose(q3[:, 0], q)
+
+
+def test_aggregation_rules():
+    q = torch.tensor([[1.0, 5.0], [3.0, 2.0], [-1.0, 4.0]])  # [M=3, B=2]
+    assert torch.allclose(aggregate(q, "mean"), torch.tensor([1.0, 11.0 / 3]))
+    assert aggregate(q, "min").tolist() == [-1.0, 2.0]
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randperm(3, generator=torch.Generator().manual_seed(0))[:2]
+    assert torch.equal(aggregate(q, "subsample", g), q[idx].min(0).values)
+
+
+def test_polyak_moves_parameters_and_copies_buffers():
+    a = CriticEnsemble(3, 1, 2, CriticConfig(num_heads=2, hidden=(8,)))
+    b = CriticEnsemble(3, 1, 2, CriticConfig(num_heads=2, hidden=(8,)))
+    b.obs_normalizer.shift.fill_(3.0)
+    before = [p.clone() for p in a.parameters()]
+    polyak(a, b, 0.25)
+    for p0, pa, pb in zip(before, a.parameters(), b.parameters()):
+        assert torch.allclose(pa, 0.75 * p0 + 0.25 * pb)
+    assert torch.equal(a.obs_normalizer.shift, b.obs_normalizer.shift)
