@@ -29,8 +29,10 @@ from typing import Any
 
 import gymnasium
 import numpy as np
+from tqdm import tqdm
 
 from flowft.envs.gym_robotics import import_gym_robotics
+from flowft.envs.rollout import record_episode
 
 ADROIT_TASKS = ("door", "hammer", "pen", "relocate")
 
@@ -180,42 +182,11 @@ def generate_episodes(
     env = AdroitEnv(task)
     rng = np.random.default_rng(seed)
     episodes = []
-    it = range(n)
-    if progress:
-        try:
-            from tqdm import tqdm
-
-            it = tqdm(it, desc=f"adroit-{task} demos")
-        except ImportError:  # pragma: no cover
-            pass
+    it = tqdm(range(n), desc=f"adroit-{task} demos", disable=not progress)
     t0 = time.perf_counter()
     for _ in it:
         ep_seed = int(rng.integers(0, 2**31 - 1))
-        o, _ = env.reset(seed=ep_seed)
-        obs, acts, rews, dones = [], [], [], []
-        success = False
-        while True:
-            a = expert_action(params, o)
-            if action_noise > 0:
-                a = np.clip(a + action_noise * rng.standard_normal(a.shape), -1.0, 1.0)
-            a = a.astype(np.float32)
-            obs.append(o)
-            acts.append(a)
-            o, r, term, trunc, info = env.step(a)
-            rews.append(r)
-            dones.append(term or trunc)
-            success = success or bool(info["success"])
-            if term or trunc:
-                break
-        episodes.append(
-            {
-                "obs": {"obs": np.stack(obs).astype(np.float32)},
-                "actions": np.stack(acts).astype(np.float32),
-                "rewards": np.asarray(rews, np.float32),
-                "dones": np.asarray(dones, bool),
-                "success": bool(success),
-            }
-        )
+        episodes.append(record_episode(env, lambda o: expert_action(params, o), ep_seed, action_noise, rng)[0])
     env.close()
     if progress:
         dt = time.perf_counter() - t0

@@ -27,8 +27,10 @@ from typing import Any, Literal
 
 import gymnasium
 import numpy as np
+from tqdm import tqdm
 
 from flowft.envs.gym_robotics import import_gym_robotics
+from flowft.envs.rollout import record_episode
 
 DEFAULT_TASKS = ("microwave", "kettle", "light switch", "slide cabinet")
 GOAL_DIMS = {
@@ -192,35 +194,12 @@ def rollout_expert(
     from flowft.envs.kitchen_experts import KitchenController, chain
 
     rng = rng if rng is not None else np.random.default_rng(seed)
-    o, _ = env.reset(seed=seed)
+    env.reset(seed=seed)  # the controller reads the initial scene; record_episode resets to the same state
     ctl = KitchenController(env.base, rng=rng)
     gen = chain(ctl, plan, jitter=jitter)
-    obs, acts, rews, dones = [], [], [], []
-    success = False
-    info: dict = {"tasks_done": 0, "completed": []}
-    while True:
-        a = next(gen)
-        if action_noise > 0:
-            a = a + action_noise * rng.standard_normal(a.shape)
-        a = np.clip(a, -1.0, 1.0).astype(np.float32)
-        obs.append(o)
-        acts.append(a)
-        o, r, term, trunc, info = env.step(a)
-        rews.append(r)
-        dones.append(term or trunc)
-        success = success or bool(info["success"])
-        if term or trunc:
-            break
-    return {
-        "obs": {"obs": np.stack(obs).astype(np.float32)},
-        "actions": np.stack(acts).astype(np.float32),
-        "rewards": np.asarray(rews, np.float32),
-        "dones": np.asarray(dones, bool),
-        "success": bool(success),
-        "tasks_done": int(info["tasks_done"]),
-        "completed": list(info.get("completed", [])),
-        "plan": list(plan),
-    }
+    episode, info = record_episode(env, lambda o: next(gen), seed, action_noise, rng)
+    return {**episode, "tasks_done": int(info["tasks_done"]), "completed": list(info.get("completed", [])),
+            "plan": list(plan)}
 
 
 def generate_episodes(
@@ -250,14 +229,7 @@ def generate_episodes(
     target = tuple(tasks) if tasks is not None else DATASET_TASKS[dataset]
     env = KitchenEnv(target, max_episode_steps=max_episode_steps)
     rng = np.random.default_rng(seed)
-    it = range(n)
-    if progress:
-        try:
-            from tqdm import tqdm
-
-            it = tqdm(it, desc=f"kitchen-{dataset} demos")
-        except ImportError:  # pragma: no cover
-            pass
+    it = tqdm(range(n), desc=f"kitchen-{dataset} demos", disable=not progress)
     t0 = time.perf_counter()
     eps = []
     for i in it:
