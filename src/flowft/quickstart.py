@@ -58,6 +58,7 @@ def quickstart(args: QuickstartArgs) -> dict:
                "run_dir": str(trainer.run_dir), "plot": str(trainer.run_dir / "plots" / "learning_curve.png")}
     print(f"\nquickstart done in {summary['wall_s']:.0f}s: BC success {bc_res['eval/success']:.2f} -> "
           f"{args.algo} ODE {res.get('eval/ode/success', float('nan')):.2f} / "
-          f"Best-of-N {res.get('eval/bon/success', float('nan')):.2f}\nrun dir: {trainer.run_dir}\n"
+          f"rollout sampler (Best-of-{cfg.algo.best_of_n} SDE) {res.get('eval/bon/success', float('nan')):.2f}\n"
+          f"run dir: {trainer.run_dir}\n"
           f"learning curve: {summary['plot']}")
     return summary
