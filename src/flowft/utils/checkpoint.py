@@ -15,7 +15,6 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -44,11 +43,6 @@ def load_modules(path: str | Path, modules: dict[str, nn.Module], strict: bool =
                 raise ValueError(f"checkpoint {path}: '{name}.{k}' has shape {tuple(v.shape)}, this model expects "
                                  f"{tuple(own[k].shape)} (checkpoint from another config?)")
         m.load_state_dict(sd, strict=strict)
-
-
-def checkpoint_keys(path: str | Path) -> list[str]:
-    with safe_open(str(path), framework="pt") as f:
-        return list(f.keys())
 
 
 def save_optimizers(directory: Path, optims: dict[str, torch.optim.Optimizer]) -> None:
