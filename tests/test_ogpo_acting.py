@@ -41,3 +41,11 @@ def test_plain_sde_acting_until_bon_after_updates():
     algo.grad_steps = 0
     algo.act(obs, "bon")  # the Best-of-N evaluator always uses N
     assert calls == [1, 8, 8]
+
+
+def test_evaluation_never_advances_training_rng():
+    algo = make(best_of_n=4, bon_agg="subsample")
+    before = {k: g.get_state().clone() for k, g in algo.generators().items()}
+    for mode in ("ode", "sde", "bon"):
+        algo.act(torch.randn(3, 6), mode, generator=torch.Generator().manual_seed(1))
+    assert all(torch.equal(before[k], g.get_state()) for k, g in algo.generators().items())

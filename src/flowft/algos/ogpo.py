@@ -120,7 +120,8 @@ class OGPO(Algorithm):
         if n == 1:
             return s.actions[0]
         q = self.critic_target(obs.unsqueeze(0).expand(n, *obs.shape), s.actions)  # [M, n, N]
-        best = aggregate(q, self.cfg.bon_agg, self.head_gen).argmax(0)  # [N]
+        # an explicit generator (evaluation) also picks the heads, so evaluating never advances training RNG
+        best = aggregate(q, self.cfg.bon_agg, self.head_gen if generator is None else gen).argmax(0)  # [N]
         return s.actions[best, torch.arange(obs.shape[0], device=obs.device)]
 
     # --------------------------------------------------------------------------------------------- update

@@ -82,7 +82,8 @@ def aggregate(q: torch.Tensor, how: Aggregation, generator: torch.Generator | No
         return q.min(0).values
     if q.shape[0] < 2:
         return q[0]
-    idx = torch.randperm(q.shape[0], generator=generator, device="cpu")[:2].to(q.device)
+    dev = generator.device if generator is not None else q.device
+    idx = torch.randperm(q.shape[0], generator=generator, device=dev)[:2].to(q.device)
     return q.index_select(0, idx).min(0).values
 
 
