@@ -83,6 +83,7 @@ def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
     policy = FlowPolicy(obs_dim, act_dim, H, cfg.policy).to(device)
     policy.fit_normalizers(torch.from_numpy(data.obs), torch.from_numpy(data.actions))
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gate = _clip_gate(policy, cfg, H, device) if cfg.clip_sampler == "bon" else None
     run_dir = Path(cfg.out_dir) / (cfg.run_name or f"bc-{cfg.task}-s{cfg.seed}-{datetime.now():%Y%m%d-%H%M%S}")
     run_dir.mkdir(parents=True, exist_ok=False)
     config = {"kind": "bc", "flowft_version": __version__, "task": cfg.task, "bc": to_dict(cfg),
@@ -101,7 +102,7 @@ def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
         loss.backward()
         opt.step()
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            result = _eval(policy, venv, H, cfg, step, device)
+            result = _eval(policy, gate, venv, H, cfg, step, device)
             logger.log({"train/bc_loss": loss.item(), **result}, 0, step)
             print(f"[bc {step:>7d}] loss={loss.item():.4f} success={result['eval/success']:.3f}", file=sys.stderr)
             if cfg.clip and result["eval/success"] >= cfg.clip_threshold:
@@ -118,18 +119,23 @@ def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
     return final, result
 
 
-def _eval(policy: FlowPolicy, venv, H: int, cfg: BCConfig, step: int, device) -> dict[str, float]:
+def _clip_gate(policy: FlowPolicy, cfg: BCConfig, H: int, device):
+    """The Best-of-N rollout sampler with an untrained critic, built once (same critic at every clip check,
+    global RNG untouched); `_eval` loads the current BC weights into its actor."""
+    from flowft.algos.ogpo import OGPO, OGPOConfig
+    from flowft.critics.ensemble import CriticConfig
+
+    acfg = OGPOConfig(policy=cfg.policy, critic=CriticConfig(num_heads=cfg.clip_critic_heads, hidden=cfg.policy.hidden))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return OGPO(acfg, policy.obs_dim, policy.act_dim, H, device, cfg.seed)
+
+
+def _eval(policy: FlowPolicy, gate, venv, H: int, cfg: BCConfig, step: int, device) -> dict[str, float]:
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 7919 + step)
     if cfg.clip_sampler == "bon":
-        from flowft.algos.ogpo import OGPO, OGPOConfig
-        from flowft.critics.ensemble import CriticConfig
-
-        acfg = OGPOConfig(policy=cfg.policy, critic=CriticConfig(num_heads=cfg.clip_critic_heads, hidden=cfg.policy.hidden))
-        with torch.random.fork_rng(devices=[]):  # same untrained critic at every check; global RNG untouched
-            torch.manual_seed(cfg.seed)
-            algo = OGPO(acfg, policy.obs_dim, policy.act_dim, H, device, cfg.seed)
-        algo.init_from_bc(policy.state_dict())
-        act = lambda o: algo.act(o, "bon", generator=gen)  # noqa: E731
+        gate.init_from_bc(policy.state_dict())
+        act = lambda o: gate.act(o, "bon", generator=gen)  # noqa: E731
     elif cfg.clip_sampler == "sde":
         act = lambda o: policy.sample_sde(o, 1, generator=gen).actions[0]  # noqa: E731
     else:
