@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from flowft.objectives.advantages import advantages, consensus_advantage, group_baseline, vanilla_advantage
-from flowft.objectives.ppo import ppo_clip_loss
+from flowft.objectives.ppo import ppo_clip_loss, ratio_stats
 
 
 def test_group_baseline_includes_the_sample_itself():
@@ -54,7 +54,8 @@ def test_group_std_normalisation_flag():
 def test_ppo_loss_at_ratio_one_is_minus_mean_advantage_and_gradient_is_advantage():
     logp = torch.zeros(4, requires_grad=True)
     adv = torch.tensor([1.0, -2.0, 0.5, 0.0])
-    loss, stats = ppo_clip_loss(logp, torch.zeros(4), adv, clip_eps=0.01)
+    loss = ppo_clip_loss(logp, torch.zeros(4), adv, clip_eps=0.01)
+    stats = ratio_stats(logp - torch.zeros(4), 0.01)
     assert loss.item() == pytest.approx(-adv.mean().item())
     loss.backward()
     assert torch.allclose(logp.grad, -adv / 4)
@@ -64,7 +65,8 @@ def test_ppo_loss_at_ratio_one_is_minus_mean_advantage_and_gradient_is_advantage
 def test_ppo_clipping_kills_gradient_outside_trust_region_in_the_advantage_direction():
     # ratio = e^0.1 > 1.01 with A > 0 -> clipped, no gradient; with A < 0 the unclipped branch is the min
     logp = torch.tensor([0.1, 0.1], requires_grad=True)
-    loss, stats = ppo_clip_loss(logp, torch.zeros(2), torch.tensor([1.0, -1.0]), clip_eps=0.01)
+    loss = ppo_clip_loss(logp, torch.zeros(2), torch.tensor([1.0, -1.0]), clip_eps=0.01)
+    stats = ratio_stats(logp - torch.zeros(2), 0.01)
     loss.backward()
     assert logp.grad[0].item() == 0.0
     assert logp.grad[1].item() == pytest.approx(torch.exp(torch.tensor(0.1)).item() / 2, rel=1e-5)

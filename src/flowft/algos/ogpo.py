@@ -155,7 +155,7 @@ class OGPO(Algorithm):
         pg_loss, new_logp = 0.0, []
         for sl in slices:  # gradient accumulation: sum of slice means weighted by slice size = the full mean
             logp = self.actor.log_prob(S, imagined.chain[sl])  # [g, B], teacher-forced, fp32
-            loss, _ = ppo_clip_loss(logp, imagined.logp[sl], adv[sl], cfg.clip_eps)
+            loss = ppo_clip_loss(logp, imagined.logp[sl], adv[sl], cfg.clip_eps)
             (loss * (logp.shape[0] / G)).backward()
             pg_loss += loss.item() * logp.shape[0] / G
             new_logp.append(logp.detach())

@@ -8,15 +8,13 @@ from __future__ import annotations
 import torch
 
 
-def ppo_clip_loss(
-    logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, clip_eps: float
-) -> tuple[torch.Tensor, dict[str, float]]:
+def ppo_clip_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, clip_eps: float) -> torch.Tensor:
     """L = -mean(min(r A, clip(r, 1-eps, 1+eps) A)); all inputs [G, B] (or any equal shape)."""
     log_ratio = logp - old_logp.detach()
     ratio = torch.exp(log_ratio)
     adv = adv.detach()
     surrogate = torch.minimum(ratio * adv, ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * adv)
-    return -surrogate.mean(), ratio_stats(log_ratio, clip_eps)
+    return -surrogate.mean()
 
 
 @torch.no_grad()
