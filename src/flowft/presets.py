@@ -48,7 +48,7 @@ def ogpo_config(variant: str, task: str, size: Size) -> OGPOConfig:
         **OGPO_VARIANTS[variant],
     )
     if size != "paper":
-        real = {} if task.startswith("toy") else SIM_CPU_OVERRIDES
+        real = SIM_CPU_OVERRIDES if spec.extra else {}  # tasks that need a simulator extra
         cfg = replace(cfg, **{**CPU_OVERRIDES, **real, **TASK_OVERRIDES.get(task, {})})
     return cfg
 
