@@ -37,6 +37,9 @@ class AlgoSpec:
     make_config: Callable[[str, str], Any]
     """make_config(task, size) -> the preset's config object."""
     doc: str = ""
+    headline: Literal["ode", "sde", "bon"] = "ode"
+    """The evaluation sampler that is this method's deployed policy (the one reports compare): `ode` for methods
+    whose actor alone is the policy, `bon` where the critic picks among samples at test time (QC, EXPO)."""
 
 
 TASKS: dict[str, TaskSpec] = {}
@@ -67,6 +70,14 @@ def get_algorithm(name: str) -> AlgoSpec:
 
 
 _LOADED = False
+BUILTIN_ALGORITHM_MODULES = (
+    "flowft.presets",  # OGPO variants
+    "flowft.algos.dppo",
+    "flowft.algos.dsrl",
+    "flowft.algos.qc",  # QC and Best-of-N SFT
+    "flowft.algos.expo",
+    "flowft.algos.residual",
+)
 
 
 def _load_builtin() -> None:
@@ -74,8 +85,12 @@ def _load_builtin() -> None:
     if _LOADED:
         return
     _LOADED = True
-    from flowft import presets  # noqa: F401  (registers algorithm presets)
+    import importlib
+
     from flowft.envs import catalog  # noqa: F401  (registers tasks)
+
+    for module in BUILTIN_ALGORITHM_MODULES:  # each module registers its presets on import
+        importlib.import_module(module)
 
 
 def task_names() -> list[str]:
