@@ -59,33 +59,69 @@ def load_bc_actor(path: str | Path, dims: dict, policy_cfg: FlowPolicyConfig) ->
     return policy.state_dict()
 
 
-class DeployedPolicy:
-    """A trained flow policy with its normalisers. act(obs [Do] or [N, Do]) -> chunk [H, Da] or [N, H, Da]."""
+def load_algorithm(ckpt: Path, device: torch.device, seed: int = 0):
+    """Rebuild the algorithm of a training checkpoint with its saved weights -> (algorithm, TrainConfig)."""
+    from flowft.config import load_train_config
+    from flowft.registry import get_algorithm
+    from flowft.utils.checkpoint import load_modules
 
-    def __init__(self, policy: FlowPolicy, config: dict, device: str = "cpu", seed: int = 0):
-        self.policy, self.config = policy.to(device), config
-        self.device = torch.device(device)
-        self.gen = torch.Generator(device=self.device).manual_seed(seed)
+    cfg = read_json(ckpt / "config.json")
+    tcfg = load_train_config(cfg)
+    d = cfg["dims"]
+    algo = get_algorithm(tcfg.algo_name).cls(tcfg.algo, d["obs_dim"], d["act_dim"], d["chunk_len"], device, seed)
+    load_modules(ckpt / "model.safetensors", algo.modules())
+    return algo, tcfg
+
+
+def act_functions(ckpt: Path, device: torch.device, seed: int) -> tuple[dict, dict, str]:
+    """sampler name -> act(obs [N, Do] tensor) -> [N, H, Da], for a BC or a training checkpoint.
+
+    Returns (functions, checkpoint config, default sampler). A training checkpoint acts through its algorithm, so
+    methods whose deployed policy is more than the flow actor (DSRL's noise actor, residual RL, QC/EXPO's critic
+    selection) deploy exactly as they were evaluated; the default sampler is the method's headline one.
+    """
+    cfg = read_json(ckpt / "config.json")
+    gen = torch.Generator(device=device).manual_seed(seed)
+    if cfg.get("kind") == "bc":
+        policy, _ = _load_actor(ckpt)
+        policy.to(device)
+        return ({"ode": lambda o: policy.sample_ode(o, generator=gen),
+                 "sde": lambda o: policy.sample_sde(o, 1, generator=gen).actions[0]}, cfg, "ode")
+    from flowft.registry import get_algorithm
+
+    algo, tcfg = load_algorithm(ckpt, device, seed)
+    fns = {m: (lambda o, m=m: algo.act(o, m, generator=gen)) for m in ("ode", "sde", "bon")}
+    return fns, cfg, get_algorithm(tcfg.algo_name).headline
+
+
+class DeployedPolicy:
+    """A trained policy with its normalisers. act(obs [Do] or [N, Do]) -> chunk [H, Da] or [N, H, Da]."""
+
+    def __init__(self, fns: dict, config: dict, default_mode: str, device: torch.device):
+        self.fns, self.config, self.default_mode, self.device = fns, config, default_mode, device
+        d = config["dims"]
+        self.obs_dim, self.chunk_len = d["obs_dim"], d["chunk_len"]
 
     @property
-    def chunk_len(self) -> int:
-        return self.policy.chunk_len
+    def modes(self) -> tuple[str, ...]:
+        return tuple(self.fns)
 
-    def act(self, obs: np.ndarray, mode: Literal["ode", "sde"] = "ode") -> np.ndarray:
+    def act(self, obs: np.ndarray, mode: Literal["ode", "sde", "bon"] | None = None) -> np.ndarray:
+        """mode: ode (deterministic), sde (one sample), bon (critic selection, training checkpoints only);
+        default: the method's deployed sampler."""
+        mode = mode or self.default_mode
+        if mode not in self.fns:
+            raise ValueError(f"mode '{mode}' is not available for this checkpoint; available: {self.modes}")
         o = torch.as_tensor(np.asarray(obs, np.float32), device=self.device)
         single = o.ndim == 1
-        if o.shape[-1] != self.policy.obs_dim:
-            raise ValueError(f"obs has {o.shape[-1]} dims, policy expects obs_dim={self.policy.obs_dim}")
-        o = o.reshape(-1, self.policy.obs_dim)
-        if mode == "ode":
-            a = self.policy.sample_ode(o, generator=self.gen)
-        else:
-            a = self.policy.sample_sde(o, 1, generator=self.gen).actions[0]
-        a = a.cpu().numpy()
+        if o.shape[-1] != self.obs_dim:
+            raise ValueError(f"obs has {o.shape[-1]} dims, policy expects obs_dim={self.obs_dim}")
+        a = self.fns[mode](o.reshape(-1, self.obs_dim)).cpu().numpy()
         return a[0] if single else a
 
 
 def load_policy(path: str | Path, device: str = "cpu", seed: int = 0) -> DeployedPolicy:
-    """Load the deployable actor of a run dir, checkpoint dir or BC checkpoint."""
-    policy, cfg = _load_actor(resolve_checkpoint(path))
-    return DeployedPolicy(policy, cfg, device, seed)
+    """Load the deployable policy of a run dir, training checkpoint dir or BC checkpoint."""
+    dev = torch.device(device)
+    fns, cfg, default = act_functions(resolve_checkpoint(path), dev, seed)
+    return DeployedPolicy(fns, cfg, default, dev)

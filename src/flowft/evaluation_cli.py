@@ -6,39 +6,23 @@ from pathlib import Path
 
 import torch
 
-from flowft.deploy import _load_actor, resolve_checkpoint
+from flowft.deploy import act_functions, resolve_checkpoint
 from flowft.envs.make import make_vec_env
-from flowft.registry import get_algorithm, get_task
+from flowft.registry import get_task
 from flowft.train.evaluate import evaluate
-from flowft.utils.checkpoint import load_modules
 from flowft.utils.config_io import read_json
-
-
-def _act_fns(ckpt: Path, cfg: dict, samplers, device: torch.device, seed: int):
-    """sampler name -> act(obs) built from the checkpoint (BC checkpoints have no critic, so no `bon`)."""
-    if cfg.get("kind") == "bc":
-        if "bon" in samplers:
-            raise ValueError(f"{ckpt} is a BC checkpoint (no critic): use --samplers ode sde")
-        policy, _ = _load_actor(ckpt)
-        policy.to(device)
-        gen = torch.Generator(device=device).manual_seed(seed)
-        return {"ode": lambda o: policy.sample_ode(o, generator=gen),
-                "sde": lambda o: policy.sample_sde(o, 1, generator=gen).actions[0]}, cfg["task"]
-    from flowft.config import load_train_config
-
-    tcfg = load_train_config(cfg)
-    d = cfg["dims"]
-    algo = get_algorithm(tcfg.algo_name).cls(tcfg.algo, d["obs_dim"], d["act_dim"], d["chunk_len"], device, seed)
-    load_modules(ckpt / "model.safetensors", algo.modules())
-    gen = torch.Generator(device=device).manual_seed(seed)
-    return {m: (lambda o, m=m: algo.act(o, m, generator=gen)) for m in ("ode", "sde", "bon")}, tcfg.run.task
 
 
 def run_eval(path: str, samplers, episodes: int, envs: int, seed: int, device: str, video: bool) -> dict:
     ckpt = resolve_checkpoint(path)
     cfg = read_json(ckpt / "config.json")
     dev = torch.device(device)
-    fns, task_name = _act_fns(ckpt, cfg, samplers, dev, seed)
+    fns, _, _ = act_functions(ckpt, dev, seed)
+    missing = [s for s in samplers if s not in fns]
+    if missing:
+        raise ValueError(f"{ckpt}: samplers {missing} not available for this checkpoint (available: {sorted(fns)}; "
+                         "a BC checkpoint has no critic, so no `bon`)")
+    task_name = cfg["task"] if cfg.get("kind") == "bc" else cfg["run"]["task"]
     task = get_task(task_name)
     venv = make_vec_env(task, envs)
     out = {s: evaluate(fns[s], venv, task.chunk_len, episodes, seed=seed, stream=0, device=dev) for s in samplers}
