@@ -31,6 +31,12 @@ OGPO_VARIANTS: dict[str, dict] = {
     "ogpo-plus": {"advantage": "vanilla", "bc_coeff": 1.0},
     "ogpo-ca": {"advantage": "conservative", "bc_coeff": 0.0},
     "ogpo-plus-ca": {"advantage": "conservative", "bc_coeff": 1.0},  # what the released scripts run
+    # policy-extraction ablations (§1.9, §4.4, §4.6): OGPO+ with another actor objective. The reference's AWR / FPO
+    # paths use the vanilla group advantage; its BPTT script uses bc_coeff 0.1 (scripts/{ogpo_awr,ogpo_fpo,bptt})
+    "ogpo-awr": {"advantage": "vanilla", "bc_coeff": 1.0, "extraction": "awr"},
+    "ogpo-awr-fm": {"advantage": "vanilla", "bc_coeff": 1.0, "extraction": "awr_fm"},
+    "ogpo-fpo": {"advantage": "vanilla", "bc_coeff": 1.0, "extraction": "fpo"},
+    "ogpo-bptt": {"advantage": "vanilla", "bc_coeff": 0.1, "extraction": "bptt"},
 }
 
 
@@ -94,7 +100,9 @@ def run_config(task: str, size: Size, **overrides) -> RunConfig:
 
 def train_preset(algo: str, task: str = "toy", size: Size = "tiny", **run_overrides) -> TrainConfig:
     spec = get_algorithm(algo)
-    return TrainConfig(algo_name=algo, run=run_config(task, size, **run_overrides), algo=spec.make_config(task, size))
+    algo_run = spec.run_overrides(task, size) if spec.run_overrides else {}
+    return TrainConfig(algo_name=algo, run=run_config(task, size, **{**algo_run, **run_overrides}),
+                       algo=spec.make_config(task, size))
 
 
 _DOCS = {
@@ -102,6 +110,10 @@ _DOCS = {
     "ogpo-plus": "OGPO+: + flow-matching cloning on the success buffer (lambda_BC = 1)",
     "ogpo-ca": "OGPO+CA: conservative sign-consensus advantage",
     "ogpo-plus-ca": "OGPO+ with the conservative advantage: the released scripts' configuration",
+    "ogpo-awr": "AW-OGPO ablation: clipped exp(A/beta) weights replace A in OGPO+'s PPO surrogate",
+    "ogpo-awr-fm": "AWR-FM ablation: advantage-weighted flow matching on the group's ODE samples (+ BC)",
+    "ogpo-fpo": "OFPO++ ablation: CFM-loss ratio exp(L_old - L_new), clipped per (tau, eps) sample (+ BC)",
+    "ogpo-bptt": "BPTT ablation: maximise target Q backpropagated through the ODE sampler (+ 0.1 BC)",
 }
 for _name in OGPO_VARIANTS:
     register_algorithm(_name, AlgoSpec(OGPO, OGPOConfig, lambda task, size, _v=_name: ogpo_config(_v, task, size),

@@ -3,6 +3,7 @@
 Critic ensemble learned off-policy with chunked TD; actor improved by PPO inside the denoising chain
 ("in imagination"): B replay states x G SDE chains from the EMA target actor, scored by the target critics,
 group Monte-Carlo baseline, clipped ratio of whole-chain log-probs. No backprop through the sampler, no grad_a Q.
+`extraction` swaps the actor objective for the paper's ablations (AW-OGPO, AWR-FM, FPO/FPO++, BPTT; objectives/).
 Reference: OGPO_public ogpo/agents/ogpo.py (actor_loss, critic_loss, sample_actions_BON); algorithm_reference §1.
 Shapes: B states, G group, M heads, K steps, H chunk, Da, Do, d = H*Da, N envs.
 """
@@ -20,10 +21,13 @@ from flowft.critics.ensemble import Aggregation, CriticConfig, CriticEnsemble, a
 from flowft.critics.targets import chunk_returns, td_target
 from flowft.data.buffer import ReplayBuffer
 from flowft.objectives.advantages import AdvantageKind, advantages
+from flowft.objectives.awr import AWRMode, awr_fm_loss, awr_weights
+from flowft.objectives.bptt import bptt_actor_loss
+from flowft.objectives.fpo import cfm_mc_losses, fpo_clip_loss, fpo_log_ratio
+from flowft.objectives.gradq_variance import q_gradient_at_mean, variance_along_direction
 from flowft.objectives.ppo import ppo_clip_loss, ratio_stats
 from flowft.policies.flow import FlowPolicy, FlowPolicyConfig
 from flowft.utils.schedules import restarting_warmup_cosine
-
 
 @dataclass(frozen=True)
 class OGPOConfig:
@@ -79,6 +83,36 @@ class OGPOConfig:
     has seen data; the reference's `q_warmup_steps`, 0 in its scripts)."""
     success_critic_step: bool = False
     """Extra TD step on a success-buffer batch (`use_success_buffer_q`, square/transport scripts)."""
+    extraction: Literal["ppo", "awr", "awr_fm", "fpo", "bptt"] = "ppo"
+    """Actor objective (§1.9, §4.4, §4.6): ppo = OGPO's clipped chain ratio; awr = AW-OGPO, clipped exp(A/beta)
+    weights replace A there; awr_fm = weighted CFM on G target-actor ODE samples per state; fpo = CFM-loss ratio
+    exp(L_old - L_new) on them, clipped; bptt = max `target_agg` target Q backpropagated through the ODE sampler."""
+    awr_mode: AWRMode = "symmetric"
+    awr_beta: float = 10.0
+    """AWR temperature (`scripts/ogpo_awr/square.sh`)."""
+    awr_beta_neg: float | None = None
+    """Asymmetric mode's temperature for A <= 0; None = infinite (w = 1, the reference's exp(max(0, A)/beta))."""
+    awr_weight_max: float = 20.0
+    n_mc: int = 16
+    """(tau, eps) Monte-Carlo pairs per sample for the awr_fm / fpo CFM losses (`awr_n_mc`, `fpo_n_mc`)."""
+    fpo_per_sample: bool = True
+    """FPO++: clip each (tau, eps) draw's ratio separately; False = FPO, one ratio from the averaged losses."""
+    fpo_aspo: bool = False
+    """FPO++'s asymmetric trust region (SPO penalty for A <= 0); off in the reference script."""
+    fpo_huber_delta: float | None = 1.0
+    """Huber CFM loss in the FPO ratio (reference script); None = squared error."""
+    fpo_loss_clamp: float = 4.0
+    fpo_diff_clamp: float = 5.0
+    bptt_samples: int = 4
+    """Fixed start noises per state for BPTT (`bptt_num_samples`)."""
+    grad_diag_every: int = 50
+    """Log the imagined actions' variance along / orthogonal to grad_a Q every this many updates (0 = off)."""
+
+    def __post_init__(self):
+        for name in ("awr_beta", "awr_weight_max", "n_mc", "bptt_samples", "fpo_loss_clamp", "fpo_diff_clamp",
+                     "grad_diag_every"):
+            if getattr(self, name) < 0 or (getattr(self, name) == 0 and name != "grad_diag_every"):
+                raise ValueError(f"OGPOConfig.{name} must be > 0 (grad_diag_every >= 0), got {getattr(self, name)}")
 
 
 class OGPO(Algorithm):
@@ -140,26 +174,9 @@ class OGPO(Algorithm):
 
     def actor_step(self, S: torch.Tensor, buffer: ReplayBuffer, batch) -> dict[str, float]:
         cfg = self.cfg
-        G, B = cfg.group_size, S.shape[0]
-        mb = G if cfg.microbatch_chains <= 0 else max(1, min(G, cfg.microbatch_chains // max(1, B)))  # groups/slice
-        slices = [slice(g, min(G, g + mb)) for g in range(0, G, mb)]
-        with torch.no_grad():
-            imagined = self.actor_target.sample_sde(S, G, generator=self.gen)  # chain [G, B, K+1, d]
-            S_rep = S.unsqueeze(0).expand(G, B, self.obs_dim)
-            q = torch.cat([self.critic_target(S_rep[sl], imagined.actions[sl]) for sl in slices], 1)  # [M, G, B]
-            q = q.transpose(0, 1)  # [G, M, B]
-            adv = advantages(q, cfg.advantage, cfg.normalize_group)  # [G, B]
-            if cfg.adv_clip_min is not None:
-                adv = adv.clamp_min(cfg.adv_clip_min)
         self.actor_opt.zero_grad(set_to_none=True)
-        pg_loss, new_logp = 0.0, []
-        for sl in slices:  # gradient accumulation: sum of slice means weighted by slice size = the full mean
-            logp = self.actor.log_prob(S, imagined.chain[sl])  # [g, B], teacher-forced, fp32
-            loss = ppo_clip_loss(logp, imagined.logp[sl], adv[sl], cfg.clip_eps)
-            (loss * (logp.shape[0] / G)).backward()
-            pg_loss += loss.item() * logp.shape[0] / G
-            new_logp.append(logp.detach())
-        stats = {f"actor/{k}": v for k, v in ratio_stats(torch.cat(new_logp) - imagined.logp, cfg.clip_eps).items()}
+        stats, actions = {"ppo": self._ppo_loss, "awr": self._ppo_loss, "awr_fm": self._ode_group_loss, "fpo":
+                          self._ode_group_loss, "bptt": self._bptt_loss}[cfg.extraction](S)  # backward() inside
         if cfg.bc_coeff > 0:
             use_sb = cfg.bc_source == "success" and buffer.can_sample(success=True)
             bc = buffer.sample(cfg.batch_size, success=True).to(self.device) if use_sb else batch
@@ -172,14 +189,94 @@ class OGPO(Algorithm):
         grad_norm = torch.nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip, foreach=True)
         self.actor_opt.step()
         polyak(self.actor_target, self.actor, cfg.tau_actor)
-        stats.update({
-            "actor/pg_loss": pg_loss, "actor/grad_norm": grad_norm.item(), "actor/lr": lr,
-            "actor/adv_abs_mean": adv.abs().mean().item(), "actor/adv_std": adv.std().item(),
-            "actor/adv_zero_frac": (adv == 0).float().mean().item(),
-            "actor/q_imagined_mean": q.mean().item(),
-            "actor/q_disagreement": q.std(1).mean().item(),  # std over heads, averaged
-        })
+        stats.update({"actor/grad_norm": grad_norm.item(), "actor/lr": lr})
+        if cfg.grad_diag_every and self.grad_steps % cfg.grad_diag_every == 0:
+            g = q_gradient_at_mean(lambda a: self.critic_target(S, a).mean(0), actions)  # unit grad_a Q [B, d]
+            along, orth = variance_along_direction(actions.flatten(-2), g)
+            stats.update({"actor/var_along_gradq": along, "actor/var_orth_gradq": orth})
         return stats
+
+    def _slices(self, B: int) -> list[slice]:
+        G, mbc = self.cfg.group_size, self.cfg.microbatch_chains
+        mb = G if mbc <= 0 else max(1, min(G, mbc // max(1, B)))  # groups per micro-batch
+        return [slice(g, min(G, g + mb)) for g in range(0, G, mb)]
+
+    @torch.no_grad()
+    def _group_advantages(self, S: torch.Tensor, actions: torch.Tensor, slices: list[slice]):
+        """Target-critic scores of the group's final actions [G, B, H, Da] -> (q [G, M, B], adv [G, B], stats)."""
+        cfg, (G, B) = self.cfg, actions.shape[:2]
+        S_rep = S.unsqueeze(0).expand(G, B, self.obs_dim)
+        q = torch.cat([self.critic_target(S_rep[sl], actions[sl]) for sl in slices], 1).transpose(0, 1)  # [G, M, B]
+        adv = advantages(q, cfg.advantage, cfg.normalize_group)  # [G, B]
+        if cfg.adv_clip_min is not None:
+            adv = adv.clamp_min(cfg.adv_clip_min)
+        stats = {"actor/adv_abs_mean": adv.abs().mean().item(), "actor/adv_std": adv.std().item(),
+                 "actor/adv_zero_frac": (adv == 0).float().mean().item(), "actor/q_imagined_mean": q.mean().item(),
+                 "actor/q_disagreement": q.std(1).mean().item()}  # std over heads, averaged
+        return q, adv, stats
+
+    def _awr_weights(self, adv: torch.Tensor, stats: dict) -> torch.Tensor:
+        w = awr_weights(adv, self.cfg.awr_beta, self.cfg.awr_mode, self.cfg.awr_weight_max, self.cfg.awr_beta_neg)
+        stats.update({"actor/awr_weight_mean": w.mean().item(), "actor/awr_weight_max": w.max().item()})
+        return w  # [G, B]
+
+    def _ppo_loss(self, S: torch.Tensor):
+        """OGPO (§1.4): G SDE chains per state from the EMA actor, clipped whole-chain ratio; AW-OGPO (§1.9) puts
+        the AWR weights in place of A."""
+        cfg, G, slices = self.cfg, self.cfg.group_size, self._slices(S.shape[0])
+        with torch.no_grad():
+            imagined = self.actor_target.sample_sde(S, G, generator=self.gen)  # chain [G, B, K+1, d]
+            _, adv, stats = self._group_advantages(S, imagined.actions, slices)
+            w = self._awr_weights(adv, stats) if cfg.extraction == "awr" else adv  # [G, B]
+        pg_loss, new_logp = 0.0, []
+        for sl in slices:  # gradient accumulation: sum of slice means weighted by slice size = the full mean
+            logp = self.actor.log_prob(S, imagined.chain[sl])  # [g, B], teacher-forced, fp32
+            loss = ppo_clip_loss(logp, imagined.logp[sl], w[sl], cfg.clip_eps)
+            (loss * (logp.shape[0] / G)).backward()
+            pg_loss += loss.item() * logp.shape[0] / G
+            new_logp.append(logp.detach())
+        stats.update({f"actor/{k}": v for k, v in ratio_stats(torch.cat(new_logp) - imagined.logp, cfg.clip_eps).items()})
+        stats["actor/pg_loss"] = pg_loss
+        return stats, imagined.actions
+
+    def _ode_group_loss(self, S: torch.Tensor):
+        """AWR-FM and FPO/FPO++ (§1.9, §4.4): G ODE samples per state from the EMA actor (the reference's
+        `_sample_actions_ode`), the same group advantage, then per-(tau, eps) CFM losses of the current actor."""
+        cfg, G, B, n = self.cfg, self.cfg.group_size, S.shape[0], self.cfg.n_mc
+        slices, S_rep = self._slices(B), S.unsqueeze(0).expand(G, B, self.obs_dim)
+        with torch.no_grad():
+            actions = self.actor_target.sample_ode(S_rep.reshape(G * B, -1), generator=self.gen).unflatten(0, (G, B))
+            _, adv, stats = self._group_advantages(S, actions, slices)  # actions [G, B, H, Da]
+            x1 = self.actor.normalize_actions(actions)  # [G, B, d] flow space
+            fpo, huber = cfg.extraction == "fpo", cfg.fpo_huber_delta if cfg.extraction == "fpo" else None
+            w = None if fpo else self._awr_weights(adv, stats)  # [G, B]
+        pg_loss, log_rs, d = 0.0, [], x1.shape[-1]
+        for sl in slices:
+            g = x1[sl].shape[0]
+            xs, obs_n = x1[sl].reshape(g * B, d), S_rep[sl].reshape(g * B, -1).repeat(n, 1)  # obs rows [n, g*B]
+            tau = torch.rand(n, g * B, device=self.device, generator=self.gen)  # a (tau, eps) per MC index and sample
+            eps = torch.randn(n, g * B, d, device=self.device, generator=self.gen)
+            l_new = cfm_mc_losses(self.actor._velocity_fn(obs_n), xs, tau, eps, huber)  # [n, g*B]
+            if fpo:
+                with torch.no_grad():  # theta_old = EMA actor on the same draws: ratio = 1 at theta = theta_old
+                    l_old = cfm_mc_losses(self.actor_target._velocity_fn(obs_n), xs, tau, eps, huber)
+                log_rs.append(fpo_log_ratio(l_old, l_new, cfg.fpo_per_sample, cfg.fpo_loss_clamp, cfg.fpo_diff_clamp))
+                loss = fpo_clip_loss(log_rs[-1], adv[sl].reshape(-1), cfg.clip_eps, cfg.fpo_aspo)
+            else:
+                loss = awr_fm_loss(l_new.view(n, g, B), w[sl])
+            (loss * (g / G)).backward()
+            pg_loss += loss.item() * g / G
+        if fpo:
+            stats.update({f"actor/{k}": v for k, v in ratio_stats(torch.cat(log_rs, 1), cfg.clip_eps).items()})
+        stats["actor/pg_loss"] = pg_loss
+        return stats, actions
+
+    def _bptt_loss(self, S: torch.Tensor):
+        """BPTT baseline (§4.6): maximise `target_agg` target Q of ODE(theta, s, x0) through the whole sampler."""
+        x0 = torch.randn(self.cfg.bptt_samples, S.shape[0], self.actor.flat_dim, device=self.device, generator=self.gen)
+        loss, actions, q = bptt_actor_loss(self.actor, self.critic_target, S, x0, self.cfg.target_agg, self.head_gen)
+        loss.backward()
+        return {"actor/pg_loss": loss.item(), "actor/q_imagined_mean": q.mean().item()}, actions.detach()
 
     def critic_step(self, batch) -> dict[str, float]:
         cfg = self.cfg

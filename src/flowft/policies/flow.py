@@ -15,7 +15,7 @@ from torch import nn
 
 from flowft.policies.networks import Activation, SinusoidalEmbedding, mlp
 from flowft.policies.normalizer import Normalizer
-from flowft.policies.sde import SDEConfig, chain_log_prob, ode_sample, sde_sample
+from flowft.policies.sde import SDEConfig, chain_log_prob, ode_sample, sde_sample, step_log_probs
 
 
 @dataclass(frozen=True)
@@ -105,14 +105,27 @@ class FlowPolicy(nn.Module):
             obs.shape[0], self.flat_dim, device=obs.device, generator=generator)
         return self.unnormalize_actions(ode_sample(self._velocity_fn(obs), x0, self.cfg.denoise_steps))
 
+    def sample_ode_differentiable(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """`sample_ode` with the autograd graph kept (BPTT through the sampler, algorithm_reference §4.6):
+        obs [B, Do], noise x0 [B, d] (held fixed, no gradient) -> actions [B, H, Da]. The same Euler chain as
+        `ode_sample` (final clip to [-1, 1], none in between, as OGPO_public `_compute_deterministic_flow_actions`),
+        written out here so that a test can compare the two."""
+        velocity, K = self._velocity_fn(obs), self.cfg.denoise_steps
+        x = noise.detach().float()
+        t = torch.zeros(x.shape[0], device=x.device)
+        for k in range(K):
+            x = x + velocity(x, t + k / K) / K
+        return self.unnormalize_actions(x.clamp(-1.0, 1.0))
+
     @torch.no_grad()
     def sample_sde(self, obs: torch.Tensor, num_samples: int = 1,
-                   generator: torch.Generator | None = None) -> SDESample:
-        """G = num_samples SDE chains per state: obs [B, Do] -> SDESample with leading [G, B]."""
+                   generator: torch.Generator | None = None, std: torch.Tensor | None = None) -> SDESample:
+        """G = num_samples SDE chains per state: obs [B, Do] -> SDESample with leading [G, B].
+        `std` [K] overrides the injected noise std (DPPO's exploration floor)."""
         B, G, K = obs.shape[0], num_samples, self.cfg.denoise_steps
         obs_rep = obs.unsqueeze(0).expand(G, B, self.obs_dim).reshape(G * B, self.obs_dim)
         x0 = torch.randn(G * B, self.flat_dim, device=obs.device, generator=generator)
-        x, chain, logp = sde_sample(self._velocity_fn(obs_rep), x0, K, self.cfg.sde, generator)
+        x, chain, logp = sde_sample(self._velocity_fn(obs_rep), x0, K, self.cfg.sde, generator, std=std)
         return SDESample(
             actions=self.unnormalize_actions(x).view(G, B, self.chunk_len, self.act_dim),
             chain=chain.view(G, B, K + 1, self.flat_dim),
@@ -126,3 +139,9 @@ class FlowPolicy(nn.Module):
         obs_rep = obs.unsqueeze(0).expand(G, B, self.obs_dim).reshape(G * B, self.obs_dim)
         fn = self._velocity_fn(obs_rep, reps=K)
         return chain_log_prob(fn, chain.reshape(G * B, K1, d), K, self.cfg.sde).view(G, B)
+
+    def step_log_probs(self, obs: torch.Tensor, chain: torch.Tensor, std: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-denoising-step, per-dim teacher-forced log-probs: obs [B, Do], chain [B, K+1, d] -> [B, K, d]
+        (differentiable; `std` [K] as in sample_sde). Used by DPPO's per-step ratios."""
+        K = chain.shape[1] - 1
+        return step_log_probs(self._velocity_fn(obs, reps=K), chain, K, self.cfg.sde, std)
