@@ -40,6 +40,9 @@ class AlgoSpec:
     headline: Literal["ode", "sde", "bon"] = "ode"
     """The evaluation sampler that is this method's deployed policy (the one reports compare): `ode` for methods
     whose actor alone is the policy, `bon` where the critic picks among samples at test time (QC, EXPO)."""
+    run_overrides: Callable[[str, str], dict] | None = None
+    """run_overrides(task, size) -> RunConfig fields this method's presets change (e.g. DPPO's many parallel
+    envs); applied by presets.train_preset after the task/size defaults and before the user's overrides."""
 
 
 TASKS: dict[str, TaskSpec] = {}

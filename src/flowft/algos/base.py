@@ -27,6 +27,11 @@ def check_finite(stats: dict[str, float], where: str) -> None:
 
 class Algorithm(ABC):
     name: ClassVar[str]
+    on_policy: ClassVar[bool] = False
+    """On-policy algorithms (DPPO) train from rollouts (train/onpolicy.py) instead of the replay buffer: the loop
+    acts through act_rollout, stores decisions, and calls update_rollout every `rollout_steps` env steps per env."""
+    rollout_steps: int = 0
+    """On-policy only: env steps per env between updates."""
 
     def __init__(self, cfg: Any, obs_dim: int, act_dim: int, chunk_len: int, device: torch.device, seed: int):
         self.cfg, self.obs_dim, self.act_dim, self.chunk_len, self.device = cfg, obs_dim, act_dim, chunk_len, device
@@ -43,6 +48,14 @@ class Algorithm(ABC):
     @abstractmethod
     def update(self, buffer: ReplayBuffer) -> dict[str, float]:
         """One gradient update (samples its own batches); returns train/ metrics."""
+
+    def act_rollout(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """On-policy acting: obs [n, Do] -> (chunk [n, H, Da], extras {name: [n, ...]} stored per decision)."""
+        raise NotImplementedError(f"{type(self).__name__} is not an on-policy algorithm")
+
+    def update_rollout(self, rollout: Any) -> dict[str, float]:
+        """On-policy update from a finished rollout (train/onpolicy.RolloutStorage); returns train/ metrics."""
+        raise NotImplementedError(f"{type(self).__name__} is not an on-policy algorithm")
 
     @abstractmethod
     def modules(self) -> dict[str, nn.Module]:

@@ -86,15 +86,18 @@ def ode_sample(velocity: Velocity, x0: torch.Tensor, K: int, clip: bool = True) 
 
 @torch.no_grad()
 def sde_sample(
-    velocity: Velocity, x0: torch.Tensor, K: int, cfg: SDEConfig, generator: torch.Generator | None = None
+    velocity: Velocity, x0: torch.Tensor, K: int, cfg: SDEConfig, generator: torch.Generator | None = None,
+    std: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """SDE chain from x0 [R, d]. Returns (action [R, d] clipped to [-1,1], chain [R, K+1, d], logp [R]).
 
     The chain stores the *unclipped* x_K so that the teacher-forced recomputation (`chain_log_prob`) gives
     exactly the sampler's log-prob (fixes §1.11 point 3: ratio = 1 at theta = theta_bar).
+    `std` [K] overrides the injected noise std (e.g. DPPO's exploration floor); the drift keeps cfg's schedule.
     """
     R, d = x0.shape
     sig = sigma_schedule(cfg, K, x0.device)  # [K]
+    noise_std = sig if std is None else std  # [K]
     chain = torch.empty(R, K + 1, d, device=x0.device, dtype=torch.float32)  # [R, K+1, d]
     x = x0.float()
     chain[:, 0] = x
@@ -102,10 +105,10 @@ def sde_sample(
     for k in range(K):
         t = torch.full((R, 1), k / K, device=x.device)
         mean = step_mean(velocity(x, t.squeeze(-1)), x, t, sig[k], K, cfg)
-        if sig[k] > 0:
+        if noise_std[k] > 0:
             eps = torch.randn(R, d, device=x.device, generator=generator).clamp(-cfg.noise_clip, cfg.noise_clip)
-            x = mean + sig[k] * eps
-            logp = logp + gaussian_logp(x, mean, sig[k].view(1, 1))
+            x = mean + noise_std[k] * eps
+            logp = logp + gaussian_logp(x, mean, noise_std[k].view(1, 1))
         else:
             x = mean
         chain[:, k + 1] = x
@@ -134,3 +137,30 @@ def chain_log_prob(velocity: Velocity, chain: torch.Tensor, K: int, cfg: SDEConf
     if cfg.normalize_logprob:
         logp = logp / ((K + 1) * d)
     return logp
+
+
+def transition_log_prob(v: torch.Tensor, x: torch.Tensor, x_next: torch.Tensor, t: torch.Tensor, sigma: torch.Tensor,
+                        std: torch.Tensor, K: int, cfg: SDEConfig) -> torch.Tensor:
+    """Per-dimension log N(x_next; step_mean(v, x, t, sigma), std^2) of one Euler-Maruyama transition.
+    v, x, x_next [..., d]; t, sigma (the schedule's std, for the drift), std (> 0, the transition's std)
+    broadcastable to [..., 1] -> [..., d]. DPPO's per-denoising-step policy (algorithm_reference §2.5, §3)."""
+    mean = step_mean(v, x, t, sigma, K, cfg)
+    z = (x_next - mean) / std
+    return -0.5 * z * z - torch.log(std) - 0.5 * LOG_2PI
+
+
+def step_log_probs(velocity: Velocity, chain: torch.Tensor, K: int, cfg: SDEConfig,
+                   std: torch.Tensor | None = None) -> torch.Tensor:
+    """Teacher-forced per-step, per-dimension log-probs of the K transitions of chains [R, K+1, d] -> [R, K, d]
+    (differentiable). `std` [K] overrides the transition std as in `sde_sample`; deterministic steps (std 0)
+    contribute 0. (log N(x0; 0, I) + the sum over K and d) / ((K+1) d) equals `chain_log_prob` (tests/test_dppo.py)."""
+    R, _, d = chain.shape
+    sig = sigma_schedule(cfg, K, chain.device)  # [K]
+    std = sig if std is None else std
+    live = (std > 0).view(1, K, 1)
+    x_prev = chain[:, :K]  # [R, K, d]
+    t = (torch.arange(K, device=chain.device, dtype=torch.float32) / K).expand(R, K)  # [R, K]
+    v = velocity(x_prev.reshape(R * K, d), t.reshape(R * K)).view(R, K, d)
+    safe_std = torch.where(std > 0, std, torch.ones_like(std)).view(1, K, 1)
+    lp = transition_log_prob(v, x_prev, chain[:, 1:], t.unsqueeze(-1), sig.view(1, K, 1), safe_std, K, cfg)
+    return lp * live  # [R, K, d]

@@ -29,6 +29,7 @@ class StepResult:
     next_obs: np.ndarray  # [N, Do] true next obs (final obs on episode end)
     success: np.ndarray  # [N] success flag of this step (final info on episode end)
     finished: list[dict] = field(default_factory=list)  # episodes that ended: return, length, success, env
+    new_chunk: np.ndarray | None = None  # [N] bool: envs that got a new chunk (a policy decision) at this step
 
 
 class ChunkCollector:
@@ -63,7 +64,7 @@ class ChunkCollector:
         term, trunc = np.asarray(term, bool), np.asarray(trunc, bool)
         done = term | trunc
         next_obs, success = step_outcome(info, done, np.asarray(obs_next, np.float32))
-        res = StepResult(self.obs, actions, np.asarray(rew, np.float32), term, trunc, next_obs, success)
+        res = StepResult(self.obs, actions, np.asarray(rew, np.float32), term, trunc, next_obs, success, new_chunk=need)
         self.ep_ret += res.rewards
         self.ep_len += 1
         for n in np.flatnonzero(done):
@@ -72,6 +73,11 @@ class ChunkCollector:
             self.ep_ret[n], self.ep_len[n], self.qpos[n] = 0.0, 0, self.H
         self.obs = np.asarray(obs_next, np.float32)
         return res
+
+    def flush(self) -> None:
+        """Drop the rest of every env's chunk: all envs request a new chunk at the next step (on-policy rollout
+        boundaries, so that no decision spans two rollouts)."""
+        self.qpos[:] = self.H
 
     # exact resume: the collector's own state as arrays (env internals are saved separately when possible)
     def state_arrays(self) -> dict[str, np.ndarray]:

@@ -1,5 +1,8 @@
-"""The one training loop shared by all off-policy algorithms: act -> step -> store -> update (UTD) -> log ->
-eval -> checkpoint. Algorithms never touch environments; this loop never touches gradients."""
+"""The one training loop shared by all algorithms: act -> step -> store -> update -> log -> eval -> checkpoint.
+Off-policy: transitions go to the replay buffer and updates follow the UTD ratio. On-policy (Algorithm.on_policy,
+DPPO): decisions go to a RolloutStorage and the algorithm updates once per rollout of `rollout_steps` env steps per
+env; checkpoints are written only at rollout boundaries (so the rollout itself never needs saving and resume is
+exact). Algorithms never touch environments; this loop never touches gradients."""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from flowft.registry import get_algorithm, get_task
 from flowft.train.checkpointing import load_checkpoint, save_checkpoint
 from flowft.train.collector import ChunkCollector, env_states, restore_env_states
 from flowft.train.evaluate import evaluate
+from flowft.train.onpolicy import RolloutStorage
 from flowft.utils.checkpoint import latest_checkpoint
 from flowft.utils.config_io import to_dict, write_json
 from flowft.utils.logging import Logger, summary_line
@@ -60,7 +64,11 @@ class Trainer:
         self.config_dict = {"algo_name": cfg.algo_name, **to_dict(cfg)}
         self.algo: Algorithm = get_algorithm(cfg.algo_name).cls(cfg.algo, self.obs_dim, self.act_dim, self.H,
                                                                 self.device, r.seed)
-        self.buffer = ReplayBuffer(r.num_envs, r.buffer_capacity, self.obs_dim, self.act_dim, self.H, seed=r.seed)
+        self.on_policy = self.algo.on_policy
+        self.buffer = None if self.on_policy else ReplayBuffer(r.num_envs, r.buffer_capacity, self.obs_dim,
+                                                               self.act_dim, self.H, seed=r.seed)
+        self.rollout = RolloutStorage(r.num_envs) if self.on_policy else None
+        self._extras: dict | None = None
         self.collector = ChunkCollector(self.venv, self.H, self.device)
         self.env_steps, self.update_credit, self.resets, self.evals = 0, 0.0, 0, 0
         self.recent: list[dict] = []
@@ -94,7 +102,7 @@ class Trainer:
         loop_state = {"env_steps": self.env_steps, "update_credit": self.update_credit, "resets": self.resets,
                       "evals": self.evals, "env_states": env_states(self.venv)}
         return save_checkpoint(self.run_dir / "checkpoints", self.env_steps, self.config_dict, self.dims, self.algo,
-                               self.buffer if self.cfg.run.save_buffer else None, loop_state,
+                               self.buffer if self.cfg.run.save_buffer and not self.on_policy else None, loop_state,
                                self.collector.state_arrays(), self.cfg.run.keep_checkpoints)
 
     # ------------------------------------------------------------------------------------------- eval
@@ -109,6 +117,37 @@ class Trainer:
         return out
 
     # ------------------------------------------------------------------------------------------- loop
+    def _act_rollout(self, obs: torch.Tensor) -> torch.Tensor:
+        chunk, self._extras = self.algo.act_rollout(obs)
+        return chunk
+
+    def _collect(self) -> list[dict]:
+        """One env step of every env into the replay buffer or the rollout; returns finished episodes."""
+        if self.on_policy:
+            self._extras = None
+            res = self.collector.step(self._act_rollout)
+            self.rollout.add(res, self._extras)
+        else:
+            res = self.collector.step(lambda o: self.algo.act(o, "explore"))
+            self.buffer.add_batch(res.obs, res.actions, res.rewards, res.terminated, res.truncated,
+                                  res.next_obs, res.success)
+        return res.finished
+
+    def _train(self, train_stats: dict[str, list[float]]) -> None:
+        r = self.cfg.run
+        if self.on_policy:  # update at the rollout boundary (or at the end of the budget), then replan every env
+            if self.rollout.steps >= self.algo.rollout_steps or self.env_steps >= r.env_steps:
+                for k, v in self.algo.update_rollout(self.rollout).items():
+                    train_stats.setdefault(k, []).append(v)
+                self.rollout.clear()
+                self.collector.flush()
+        elif self.env_steps >= r.start_training:
+            self.update_credit += r.num_envs * r.utd
+            while self.update_credit >= 1.0:
+                for k, v in self.algo.update(self.buffer).items():
+                    train_stats.setdefault(k, []).append(v)
+                self.update_credit -= 1.0
+
     def run(self, stop_at: int | None = None) -> dict[str, float]:
         """Train to the budget. `stop_at` ends the loop early right after the checkpoint at that env step, as if
         the process had been killed there (used by the resume tests). Env worker processes are always closed."""
@@ -133,22 +172,15 @@ class Trainer:
                    disable=not (r.log.progress and sys.stderr.isatty()))
         train_stats: dict[str, list[float]] = {}
         t0, steps0, t_update, t_eval = time.perf_counter(), self.env_steps, 0.0, 0.0
+        ckpt_due = False
         try:
             while self.env_steps < r.env_steps:
-                res = self.collector.step(lambda o: self.algo.act(o, "explore"))
-                self.buffer.add_batch(res.obs, res.actions, res.rewards, res.terminated, res.truncated,
-                                      res.next_obs, res.success)
-                self.recent = (self.recent + res.finished)[-200:]
+                self.recent = (self.recent + self._collect())[-200:]
                 self.env_steps += r.num_envs
                 bar.update(r.num_envs)
-                if self.env_steps >= r.start_training:
-                    self.update_credit += r.num_envs * r.utd
-                    tu = time.perf_counter()
-                    while self.update_credit >= 1.0:
-                        for k, v in self.algo.update(self.buffer).items():
-                            train_stats.setdefault(k, []).append(v)
-                        self.update_credit -= 1.0
-                    t_update += time.perf_counter() - tu
+                tu = time.perf_counter()
+                self._train(train_stats)
+                t_update += time.perf_counter() - tu
                 crossed = lambda every: self.env_steps % every < r.num_envs  # noqa: E731
                 if crossed(r.log.log_every) or crossed(r.eval_every):
                     row = {f"train/{k}": float(np.mean(v)) for k, v in train_stats.items()}
@@ -169,7 +201,9 @@ class Trainer:
                     bar.set_postfix(succ=f"{row.get('train/episode_success', float('nan')):.2f}",
                                     sps=f"{row['time/sps']:.0f}")
                     train_stats = {}
-                if crossed(r.ckpt_every):
+                ckpt_due = ckpt_due or crossed(r.ckpt_every)
+                if ckpt_due and not (self.on_policy and self.rollout.steps):  # on-policy: rollout boundaries only
+                    ckpt_due = False
                     self.save()
                     if stop_at is not None and self.env_steps >= stop_at:
                         bar.close()
