@@ -72,7 +72,7 @@ def test_zero_mean_residual_acts_as_the_base_ode():
     with torch.no_grad():
         algo.residual.net[-1].bias[: algo.d].fill_(0.5)
     moved = algo.act(obs, "ode", generator=torch.Generator().manual_seed(3))
-    delta = 0.1 * math.tanh(0.5) * torch.tensor([0.5, 2.0])
+    delta = algo.cfg.residual_scale * math.tanh(0.5) * torch.tensor([0.5, 2.0])
     assert torch.allclose(moved - want, delta.expand_as(want), atol=1e-6)
 
 
