@@ -2,8 +2,8 @@
 
 We follow Policy Decorator (off-policy SAC on a bounded residual, progressive exploration), NOT ResiP's on-policy
 PPO (Ankile et al. 2024): the shared loop is off-policy with a replay buffer, and Policy Decorator is the
-reference that fits it. Reference: tongzhoumu/policy_decorator, its DiffusionPolicy SAC script (read for this
-file): `res_scale`, `prog_explore`, `critic_input='sum'`, twin-Q min backup, auto temperature with target
+reference that fits it. Reference: tongzhoumu/policy_decorator online/pi_dec_diffusion_maniskill2.py (read for
+this file): `res_scale`, `prog_explore`, `critic_input='sum'`, twin-Q min backup, auto temperature with target
 entropy -dim(residual), the log-prob taken in the unscaled [-1, 1] residual space.
 
 Executed chunk:  a = a_base + alpha * u * act_scale,  u ~ tanh-Gaussian(x) in (-1, 1)^d,  alpha = residual_scale,
