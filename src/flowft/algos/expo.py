@@ -16,7 +16,7 @@ pd-perry/EXPO code is not in the reference store):
 Modes: explore = OTF with the training RNGs (act_gen, head_gen); bon = OTF drawn entirely from the eval generator
 (the reference evaluates the OTF policy, `sample_actions_BON`); sde = one base ODE sample + one sampled edit, no
 critic; ode = one base ODE sample + the mean edit beta*tanh(mu), no critic selection. Headline: bon.
-Deviations (named fields or docs/notes expo.md): base samples are plain Euler ODE samples (the reference adds
+Deviations from the reference (each documented at its field): base samples are plain Euler ODE samples (the reference adds
 constant_noise_std 0.01 per step); edited chunks are clipped to [-1, 1]; the edit MLP has no LayerNorm; the default
 entropy target is -d/2 measured in the edit's unit box (see `target_entropy`); UTD is the run's `utd` (reference 20).
 Shapes: B states, G candidates per state, M heads, H chunk, Da, Do, d = H*Da, N envs.
@@ -233,7 +233,7 @@ class EXPO(Algorithm):
 
 # CPU budgets (thousands of updates, not 2M steps at UTD 20): shorter lr schedule, exact n-step targets, and a
 # small initial alpha: from 1.0 at alpha_lr 3e-4 the temperature only halves in 2.5k updates, leaving a near-uniform
-# edit policy (toy: bon 0.70 / ode 0.38 at 12k steps with 1.0, 0.88 / 0.58 with 0.01; notes/expo.md).
+# edit policy (toy: bon 0.70 / ode 0.38 at 12k steps with 1.0, 0.88 / 0.58 with 0.01, one seed each).
 EXPO_CPU_OVERRIDES: dict = {"lr_warmup": 200, "lr_cycle": 20_000, "drop_partial_chunks": False,
                             "init_temperature": 0.01}
 
