@@ -120,7 +120,8 @@ def test_ode_mode_is_base_ode_plus_mean_edit_without_critic():
     obs = torch.randn(7, DO)
     out = algo.act(obs, "ode", generator=torch.Generator().manual_seed(3))
     base = algo.base_samples(obs, 1, torch.Generator().manual_seed(3))[0]
-    expected = algo.actor_target.unnormalize_actions((base + algo.editor.mode(algo.edit_features(obs, base))).clamp(-1, 1))
+    mean_edit = algo.editor.mode(algo.edit_features(obs, base))
+    expected = algo.actor_target.unnormalize_actions((base + mean_edit).clamp(-1, 1))
     assert torch.equal(out, expected)
     assert algo.act(obs, "sde", generator=torch.Generator().manual_seed(3)).shape == (7, H, DA)
 

@@ -16,8 +16,8 @@ pd-perry/EXPO code is not in the reference store):
 Modes: explore = OTF with the training RNGs (act_gen, head_gen); bon = OTF drawn entirely from the eval generator
 (the reference evaluates the OTF policy, `sample_actions_BON`); sde = one base ODE sample + one sampled edit, no
 critic; ode = one base ODE sample + the mean edit beta*tanh(mu), no critic selection. Headline: bon.
-Deviations from the reference (each documented at its field): base samples are plain Euler ODE samples (the reference adds
-constant_noise_std 0.01 per step); edited chunks are clipped to [-1, 1]; the edit MLP has no LayerNorm; the default
+Deviations from the reference (each documented at its field): base samples are plain Euler ODE samples (the
+reference adds constant_noise_std 0.01 per step); edited chunks are clipped to [-1, 1]; the edit MLP has no LayerNorm; the default
 entropy target is -d/2 measured in the edit's unit box (see `target_entropy`); UTD is the run's `utd` (reference 20).
 Shapes: B states, G candidates per state, M heads, H chunk, Da, Do, d = H*Da, N envs.
 """
@@ -81,7 +81,8 @@ class EXPOConfig:
     bc_source: Literal["replay", "success"] = "replay"
     """Base CFM batch: replay (scripts: use_success_buffer=false) or the success buffer once it has data."""
     drop_partial_chunks: bool = True
-    """Weight the TD loss by valid[-1] (as OGPO); False uses chunks crossing an episode end with exact n-step targets."""
+    """Weight the TD loss by valid[-1] (as OGPO); False uses chunks crossing an episode end with exact n-step
+    targets."""
 
 
 class EXPO(Algorithm):
@@ -211,7 +212,8 @@ class EXPO(Algorithm):
         self.alpha_opt.zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.alpha_opt.step()
-        return {"actor/edit_loss": loss.item(), "actor/edit_q": q.mean().item(), "actor/edit_entropy": -logp.mean().item(),
+        return {"actor/edit_loss": loss.item(), "actor/edit_q": q.mean().item(),
+                "actor/edit_entropy": -logp.mean().item(),
                 "actor/alpha": self.temperature.alpha.item(), "actor/edit_abs_mean": delta.abs().mean().item(),
                 "actor/edit_grad_norm": grad_norm.item()}
 
