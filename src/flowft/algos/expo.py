@@ -17,8 +17,9 @@ Modes: explore = OTF with the training RNGs (act_gen, head_gen); bon = OTF drawn
 (the reference evaluates the OTF policy, `sample_actions_BON`); sde = one base ODE sample + one sampled edit, no
 critic; ode = one base ODE sample + the mean edit beta*tanh(mu), no critic selection. Headline: bon.
 Deviations from the reference (each documented at its field): base samples are plain Euler ODE samples (the
-reference adds constant_noise_std 0.01 per step); edited chunks are clipped to [-1, 1]; the edit MLP has no LayerNorm; the default
-entropy target is -d/2 measured in the edit's unit box (see `target_entropy`); UTD is the run's `utd` (reference 20).
+reference adds constant_noise_std 0.01 per step); edited chunks are clipped to [-1, 1]; the edit MLP has no
+LayerNorm; the default entropy target is -d/2 measured in the edit's unit box (see `target_entropy`); UTD is the
+run's `utd` (reference 20).
 Shapes: B states, G candidates per state, M heads, H chunk, Da, Do, d = H*Da, N envs.
 """
 
