@@ -29,6 +29,8 @@ def _weights(run_dir):
 @pytest.mark.parametrize("name", algorithm_names())
 def test_algorithm_trains_and_resumes_exactly(name, bc, tmp_path):
     cfg = tiny_train_config(bc, tmp_path, algo=name, **RUN)
+    if get_algorithm(name).cls.on_policy:  # one rollout of 400 steps: small minibatches give a few hundred updates
+        cfg = replace(cfg, algo=replace(cfg.algo, minibatch_size=25))
     full = Trainer(replace(cfg, run=replace(cfg.run, run_name="full")))
     res = full.run()
     assert full.algo.grad_steps >= 200, "a few hundred updates"
