@@ -172,6 +172,7 @@ class Trainer:
                    disable=not (r.log.progress and sys.stderr.isatty()))
         train_stats: dict[str, list[float]] = {}
         t0, steps0, t_update, t_eval = time.perf_counter(), self.env_steps, 0.0, 0.0
+        win = (t0, steps0, 0.0, 0.0)  # (time, env steps, update s, eval s) at the previous log row
         ckpt_due = False
         try:
             while self.env_steps < r.env_steps:
@@ -189,6 +190,10 @@ class Trainer:
                     # sps excludes in-loop evaluation time; update_frac = learner share of training wall time
                     row.update({"time/sps": (self.env_steps - steps0) / (dt - t_eval),
                                 "time/update_frac": t_update / (dt - t_eval), "time/eval_s": t_eval})
+                    # the same over the last log window only (throughput once training runs, no warm-up phase)
+                    now, wdt = time.perf_counter(), time.perf_counter() - win[0] - (t_eval - win[3])
+                    row.update({"time/sps_window": (self.env_steps - win[1]) / wdt,
+                                "time/update_frac_window": (t_update - win[2]) / wdt})
                     if crossed(r.eval_every) or self.env_steps >= r.env_steps:
                         te = time.perf_counter()
                         last_eval, last_eval_step = self.evaluate_now(), self.env_steps
@@ -198,6 +203,7 @@ class Trainer:
                         if r.plot:
                             self._plot()
                     self.logger.log(row, self.env_steps, self.algo.grad_steps)
+                    win = (now, self.env_steps, t_update, t_eval)
                     bar.set_postfix(succ=f"{row.get('train/episode_success', float('nan')):.2f}",
                                     sps=f"{row['time/sps']:.0f}")
                     train_stats = {}
