@@ -1,4 +1,4 @@
-"""`flowft` command line (verb first): demos, pretrain, train, eval, resume, plot, info, quickstart.
+"""`flowft` command line (verb first): demos, pretrain, train, eval, resume, plot, report, bench, info, quickstart.
 
 Presets are Python objects (flowft/presets.py). `--task` and `--size` choose the preset *before* tyro parses the
 remaining flags, so every other flag overrides the chosen preset's values and `--help` shows them.
@@ -14,7 +14,7 @@ from typing import Literal
 
 import tyro
 
-VERBS = ("demos", "pretrain", "train", "eval", "resume", "plot", "info", "quickstart")
+VERBS = ("demos", "pretrain", "train", "eval", "resume", "plot", "report", "bench", "info", "quickstart")
 USAGE = f"""usage: flowft {{{','.join(VERBS)}}} ...
 
   demos       generate demonstrations for a task (robomimic-style HDF5)
@@ -23,6 +23,8 @@ USAGE = f"""usage: flowft {{{','.join(VERBS)}}} ...
   eval PATH   evaluate a run dir or checkpoint (success, return, length; --video)
   resume DIR  continue a killed or finished run from its last checkpoint
   plot DIRS   learning curves (success vs env steps, mean and 95% interval over seeds)
+  report DIRS curves + steps-to-threshold + final success + throughput tables (PNG, CSV, report.md)
+  bench SUITE run a benchmark grid (algorithms x tasks x seeds), resumable; `flowft bench --help` lists suites
   info        versions, devices, tasks, algorithms, simulator availability
   quickstart  the main job end to end: demos -> clipped BC -> OGPO -> learning curve
 
@@ -157,6 +159,69 @@ def cmd_plot(argv: list[str]) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class BenchArgs:
+    suite: tyro.conf.Positional[str]
+    """Suite name (listed above)."""
+    workers: int = 1
+    """Cells run in parallel as subprocesses."""
+    threads_per_worker: int = 1
+    """torch / OpenMP threads of each worker (--run.threads of every cell)."""
+    out_dir: str = "runs/bench"
+    """Suite root is OUT_DIR/SUITE."""
+    dry_run: bool = False
+    """Print every job and its state (done / resume / new / restart); run nothing, write nothing."""
+    only_algos: tuple[str, ...] = ()
+    only_tasks: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = ()
+    """Replace the suite's seeds."""
+
+
+def cmd_bench(argv: list[str]) -> int:
+    from flowft.bench.runner import run_suite
+    from flowft.bench.suites import suite_table
+
+    args = tyro.cli(BenchArgs, args=argv, prog="flowft bench",
+                    description=f"Run a benchmark suite; finished cells are skipped, interrupted ones resumed.\n\n"
+                                f"suites:\n{suite_table()}")
+    try:
+        jobs = run_suite(args.suite, args.out_dir, args.workers, args.threads_per_worker, args.only_algos,
+                         args.only_tasks, args.seeds, args.dry_run)
+    except ValueError as err:
+        print(f"flowft bench: {err}", file=sys.stderr)
+        return 2
+    return 1 if any(j.outcome in ("failed", "blocked") for j in jobs) else 0
+
+
+@dataclass(frozen=True)
+class ReportArgs:
+    run_dirs: tyro.conf.Positional[tuple[str, ...]]
+    """Directories searched recursively for run dirs (config.json + metrics.csv; BC runs are ignored)."""
+    out: str = "report"
+    """Output directory: curves.png, curves.csv, summary.csv, runs.csv, throughput.csv, report.md."""
+    sampler: Literal["headline", "ode", "sde", "bon"] = "headline"
+    """Curve metric eval/<sampler>/success; headline = each method's deployed policy (registry AlgoSpec.headline)."""
+    label: Literal["algo", "parent"] = "algo"
+    """Method label: the algorithm name, or the run dir's parent directory name (ablations of one algorithm)."""
+    thresholds: tuple[float, ...] = (0.5, 0.8, 0.9)
+    title: str = ""
+
+
+def cmd_report(argv: list[str]) -> int:
+    from flowft.bench.report import write_report
+
+    args = tyro.cli(ReportArgs, args=argv, prog="flowft report",
+                    description="Learning curves and tables (PNG + CSV + Markdown) from run directories.")
+    try:
+        out = write_report([Path(d) for d in args.run_dirs], Path(args.out), args.sampler, args.label,
+                           args.thresholds, args.title)
+    except ValueError as err:
+        print(f"flowft report: {err}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
 def cmd_info(argv: list[str]) -> int:
     from flowft.info import info_text
 
@@ -177,7 +242,8 @@ def cmd_quickstart(argv: list[str]) -> int:
 
 
 COMMANDS = {"demos": cmd_demos, "pretrain": cmd_pretrain, "train": cmd_train, "eval": cmd_eval,
-            "resume": cmd_resume, "plot": cmd_plot, "info": cmd_info, "quickstart": cmd_quickstart}
+            "resume": cmd_resume, "plot": cmd_plot, "report": cmd_report, "bench": cmd_bench, "info": cmd_info,
+            "quickstart": cmd_quickstart}
 
 
 def main(argv: list[str] | None = None) -> int:

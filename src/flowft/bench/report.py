@@ -1,0 +1,318 @@
+"""`flowft report DIRS --out OUT`: learning curves and tables from run directories (config.json + metrics.csv).
+
+Metric: `eval/<sampler>/success` with sampler = each method's headline (registry AlgoSpec.headline: the deployed
+policy) unless another is asked for. Runs are grouped by (task, method); each run is one seed.
+
+Statistics (over seeds, n = number of runs in the group):
+* curves: at every eval step that ALL runs of the group have logged (an unfinished seed truncates its group's
+  curve), the mean and a 95 % Student-t interval mean +- t(0.975, n-1) * s / sqrt(n), s = sample std (ddof 1);
+  no interval for n = 1.
+* steps to threshold p: per run, the env step of the first eval with success >= p; the table gives the mean over
+  the runs that reached p and how many did ("k/n"); "—" when none did.
+* final success: mean +- 95 % t-interval at the last step of the curve (its env step is printed next to it).
+* throughput: per run, the last logged `time/sps` (env steps/s of the last sitting, evaluation excluded) and
+  `time/update_frac` (learner share of the training wall time); mean over runs.
+
+Outputs in OUT: curves.png, curves.csv, summary.csv (one row per task x method, with the run dirs used), runs.csv
+(one row per run dir), throughput.csv, report.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+# t quantile 0.975 for df = 1..30 (scipy.stats.t.ppf, 4 decimals); larger df use the Cornish-Fisher expansion.
+_T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.306, 2.2622, 2.2281, 2.201, 2.1788, 2.1604,
+         2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.093, 2.086, 2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555,
+         2.0518, 2.0484, 2.0452, 2.0423)
+
+# One colour per method name, the same in every figure. Unknown names get a colour from a hash of the name.
+METHOD_COLORS: dict[str, str] = {
+    "ogpo": "#1f77b4", "ogpo-plus": "#17becf", "ogpo-ca": "#9467bd", "ogpo-plus-ca": "#d62728",
+    "dppo": "#ff7f0e", "dsrl": "#2ca02c", "qc": "#8c564b", "bon-sft": "#c49c94", "expo": "#e377c2",
+    "residual": "#bcbd22", "ogpo-awr": "#393b79", "ogpo-awr-fm": "#6b6ecf", "ogpo-bptt": "#637939",
+    "ogpo-fpo": "#e7ba52", "bc": "#7f7f7f",
+}
+_EXTRA = ("#843c39", "#ad494a", "#d6616b", "#7b4173", "#a55194", "#ce6dbd", "#3182bd", "#6baed6", "#e6550d",
+          "#fd8d3c", "#31a354", "#74c476", "#756bb1", "#9e9ac8", "#636363", "#969696")
+
+
+def method_color(name: str) -> str:
+    """Fixed colour of a method (stable across figures, runs and processes: crc32, not Python's salted hash)."""
+    return METHOD_COLORS.get(name) or _EXTRA[zlib.crc32(name.encode()) % len(_EXTRA)]
+
+
+def t975(df: int) -> float:
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959963984540054
+    return (z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
+
+
+def mean_ci(values) -> tuple[float, float]:
+    """(mean, half-width of the 95 % t-interval); half-width nan for fewer than 2 values."""
+    v = np.asarray(values, dtype=float)
+    if len(v) == 0:
+        return math.nan, math.nan
+    if len(v) < 2:
+        return float(v.mean()), math.nan
+    return float(v.mean()), float(t975(len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+
+
+# ------------------------------------------------------------------------------------------------- loading
+@dataclass
+class Run:
+    path: Path
+    task: str
+    algo: str
+    method: str
+    seed: int
+    metric: str
+    steps: np.ndarray
+    success: np.ndarray
+    sps: float = math.nan
+    update_frac: float = math.nan
+    eval_s: float = math.nan
+
+
+def find_run_dirs(dirs: list[Path]) -> list[Path]:
+    """Every directory under `dirs` with metrics.csv and a finetuning config.json (BC runs have no algo_name);
+    run dirs that `flowft bench` moved aside (`*.aborted-*`) are not runs."""
+    found = set()
+    for d in dirs:
+        if not Path(d).exists():
+            raise ValueError(f"{d}: no such directory")
+        for m in sorted(Path(d).rglob("metrics.csv")):
+            cfg = m.parent / "config.json"
+            if any(".aborted-" in part for part in m.parent.parts):
+                continue
+            if cfg.exists() and "algo_name" in json.loads(cfg.read_text()):
+                found.add(m.parent.resolve())
+    return sorted(found)
+
+
+def headline(algo: str) -> str:
+    from flowft.registry import get_algorithm
+
+    try:
+        return get_algorithm(algo).headline
+    except KeyError:
+        print(f"warning: algorithm '{algo}' is not registered; its curve uses eval/ode/success", file=sys.stderr)
+        return "ode"
+
+
+def _last(rows: list[dict], key: str) -> float:
+    vals = [float(r[key]) for r in rows if r.get(key)]
+    return vals[-1] if vals else math.nan
+
+
+def load_run(run_dir: Path, sampler: str = "headline", label: str = "algo") -> Run:
+    cfg = json.loads((run_dir / "config.json").read_text())
+    algo = cfg["algo_name"]
+    metric = f"eval/{headline(algo) if sampler == 'headline' else sampler}/success"
+    with (run_dir / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    pts = sorted({float(r["env_steps"]): float(r[metric]) for r in rows if r.get(metric)}.items())
+    steps = np.array([p[0] for p in pts])
+    return Run(run_dir, cfg["run"]["task"], algo, algo if label == "algo" else run_dir.parent.name,
+               int(cfg["run"]["seed"]), metric, steps, np.array([p[1] for p in pts]),
+               _last(rows, "time/sps"), _last(rows, "time/update_frac"), _last(rows, "time/eval_s"))
+
+
+def group_runs(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for r in runs:
+        groups.setdefault((r.task, r.method), []).append(r)
+    order = list(METHOD_COLORS)
+    rank = lambda m: (order.index(m) if m in order else len(order), m)  # noqa: E731
+    return {k: sorted(groups[k], key=lambda r: (r.seed, str(r.path)))
+            for k in sorted(groups, key=lambda k: (k[0], rank(k[1])))}
+
+
+# --------------------------------------------------------------------------------------------- statistics
+@dataclass
+class Curve:
+    steps: np.ndarray
+    n: int
+    mean: np.ndarray
+    half: np.ndarray
+    notes: list[str] = field(default_factory=list)
+
+
+def curve(runs: list[Run]) -> Curve:
+    """Mean and 95 % t half-width over runs at the eval steps every run has."""
+    runs = [r for r in runs if len(r.steps)]
+    if not runs:
+        return Curve(np.zeros(0), 0, np.zeros(0), np.zeros(0))
+    common = sorted(set.intersection(*(set(r.steps.tolist()) for r in runs)))
+    ys = np.array([[dict(zip(r.steps.tolist(), r.success.tolist()))[s] for s in common] for r in runs])
+    stats = [mean_ci(ys[:, i]) for i in range(len(common))]
+    return Curve(np.array(common), len(runs), np.array([m for m, _ in stats]), np.array([h for _, h in stats]))
+
+
+def steps_to(run: Run, threshold: float) -> float | None:
+    """Env step of the first eval with success >= threshold, None if never."""
+    hit = np.nonzero(run.success >= threshold)[0]
+    return float(run.steps[hit[0]]) if len(hit) else None
+
+
+def summarize(key: tuple[str, str], runs: list[Run], thresholds) -> dict:
+    c = curve(runs)
+    row = {"task": key[0], "method": key[1], "metric": ";".join(sorted({r.metric for r in runs})),
+           "n_seeds": c.n, "seeds": ";".join(str(r.seed) for r in runs)}
+    row["start_mean"] = float(c.mean[0]) if c.n and c.steps[0] == 0 else math.nan
+    for p in thresholds:
+        hits = [s for s in (steps_to(r, p) for r in runs if len(r.steps)) if s is not None]
+        row[f"steps_to_{p:g}_mean"] = float(np.mean(hits)) if hits else math.nan
+        row[f"steps_to_{p:g}_reached"] = len(hits)
+    row["final_step"] = float(c.steps[-1]) if c.n else math.nan
+    row["final_mean"] = float(c.mean[-1]) if c.n else math.nan
+    row["final_ci95"] = float(c.half[-1]) if c.n else math.nan
+    row["run_dirs"] = ";".join(str(r.path) for r in runs)
+    return row
+
+
+def throughput(key: tuple[str, str], runs: list[Run]) -> dict:
+    mean = lambda xs: float(np.nanmean(xs)) if np.isfinite(xs).any() else math.nan  # noqa: E731
+    return {"task": key[0], "method": key[1], "n_runs": len(runs),
+            "sps_mean": mean(np.array([r.sps for r in runs])),
+            "update_frac_mean": mean(np.array([r.update_frac for r in runs])),
+            "eval_s_mean": mean(np.array([r.eval_s for r in runs])),
+            "run_dirs": ";".join(str(r.path) for r in runs)}
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+def plot_curves(groups: dict[tuple[str, str], list[Run]], out: Path, title: str = "") -> dict[str, str]:
+    """One panel per task, one fixed colour per method; shaded 95 % t-interval over seeds (the band is drawn
+    clipped to [0, 1]; the CSVs keep the raw interval). Returns {method: colour} as read back from the drawn lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(t for t, _ in groups))
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(5 * max(1, len(tasks)), 3.8), squeeze=False)
+    for (task, method), runs in groups.items():
+        ax, c = axes[0, tasks.index(task)], curve(runs)
+        if not c.n:
+            continue
+        color = method_color(method)
+        ax.plot(c.steps, c.mean, "-o", ms=3, color=color, label=f"{method} (n={c.n})")
+        if c.n > 1:
+            ax.fill_between(c.steps, np.clip(c.mean - c.half, 0, 1), np.clip(c.mean + c.half, 0, 1), color=color,
+                            alpha=0.18, lw=0)
+    metrics = sorted({r.metric for runs in groups.values() for r in runs})
+    for ax, task in zip(axes[0], tasks):
+        ax.set(title=task, xlabel="environment steps", ylabel="success rate", ylim=(-0.02, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title or f"{', '.join(metrics)}: mean and 95 % t-interval over seeds", fontsize=9)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    drawn = {line.get_label().split(" (n=")[0]: matplotlib.colors.to_hex(line.get_color())
+             for ax in axes[0] for line in ax.get_lines()}
+    plt.close(fig)
+    return drawn
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows([{k: (f"{v:.10g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows])
+
+
+def _fmt_steps(x: float) -> str:
+    return "—" if not math.isfinite(x) else f"{x:,.0f}"
+
+
+def _fmt_pm(mean: float, half: float) -> str:
+    if not math.isfinite(mean):
+        return "—"
+    return f"{mean:.2f} ± {half:.2f}" if math.isfinite(half) else f"{mean:.2f}"
+
+
+def markdown_tables(summary: list[dict], through: list[dict], thresholds) -> str:
+    """One success table per task (steps to each threshold, final success) and one throughput table."""
+    head = ["method", "seeds", "start"] + [f"steps to {p:g}" for p in thresholds] + ["final (95 % CI)", "at step"]
+    lines = []
+    for task in dict.fromkeys(r["task"] for r in summary):
+        lines += [f"### {task}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in (r for r in summary if r["task"] == task):
+            cells = [r["method"], str(r["n_seeds"]), "—" if not math.isfinite(r["start_mean"]) else
+                     f"{r['start_mean']:.2f}"]
+            for p in thresholds:
+                k = r[f"steps_to_{p:g}_reached"]
+                cells.append("—" if k == 0 else f"{_fmt_steps(r[f'steps_to_{p:g}_mean'])} ({k}/{r['n_seeds']})")
+            cells += [_fmt_pm(r["final_mean"], r["final_ci95"]), _fmt_steps(r["final_step"])]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["### Throughput", "", "| task | method | runs | env steps/s | learner share | eval s |",
+              "|---|---|---|---|---|---|"]
+    for r in through:
+        sps = "—" if not math.isfinite(r["sps_mean"]) else f"{r['sps_mean']:.0f}"
+        frac = "—" if not math.isfinite(r["update_frac_mean"]) else f"{r['update_frac_mean']:.2f}"
+        ev = "—" if not math.isfinite(r["eval_s_mean"]) else f"{r['eval_s_mean']:.1f}"
+        lines.append(f"| {r['task']} | {r['method']} | {r['n_runs']} | {sps} | {frac} | {ev} |")
+    return "\n".join(lines) + "\n"
+
+
+def _runs_rows(groups, thresholds) -> list[dict]:
+    rows = []
+    for runs in groups.values():
+        for r in runs:
+            row = {"run_dir": str(r.path), "task": r.task, "method": r.method, "algo": r.algo, "seed": r.seed,
+                   "metric": r.metric, "n_evals": len(r.steps),
+                   "last_step": float(r.steps[-1]) if len(r.steps) else math.nan,
+                   "final_success": float(r.success[-1]) if len(r.steps) else math.nan}
+            for p in thresholds:
+                s = steps_to(r, p)
+                row[f"steps_to_{p:g}"] = math.nan if s is None else s
+            rows.append({**row, "sps": r.sps, "update_frac": r.update_frac})
+    return rows
+
+
+def write_report(dirs: list[Path], out: Path, sampler: str = "headline", label: str = "algo",
+                 thresholds=(0.5, 0.8, 0.9), title: str = "") -> Path:
+    """Find run dirs under `dirs`, write every output into `out`; returns the path of report.md."""
+    paths = find_run_dirs([Path(d) for d in dirs])
+    if not paths:
+        raise ValueError(f"no run directories (config.json with algo_name + metrics.csv) under {list(map(str, dirs))}")
+    runs = [load_run(p, sampler, label) for p in paths]
+    for r in (r for r in runs if not len(r.steps)):
+        print(f"warning: {r.path}: no '{r.metric}' values in metrics.csv", file=sys.stderr)
+    groups = group_runs(runs)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = [summarize(k, v, thresholds) for k, v in groups.items()]
+    through = [throughput(k, v) for k, v in groups.items()]
+    curve_rows = [{"task": t, "method": m, "env_steps": float(s), "n": c.n, "mean": float(mu),
+                   "ci95_low": float(mu - h), "ci95_high": float(mu + h)}
+                  for (t, m), runs_ in groups.items() for c in [curve(runs_)]
+                  for s, mu, h in zip(c.steps, c.mean, c.half)]
+    for name, rows in (("summary.csv", summary), ("throughput.csv", through), ("curves.csv", curve_rows),
+                       ("runs.csv", _runs_rows(groups, thresholds))):
+        _write_csv(out / name, rows)
+    plot_curves(groups, out / "curves.png", title)
+    metrics = ", ".join(sorted({r.metric for r in runs}))
+    md = [f"# {title or 'flowft report'}", "",
+          f"{len(runs)} run directories under {', '.join(map(str, dirs))} (listed in `runs.csv`; `summary.csv` "
+          f"names the runs behind every row). Metric: {metrics} (sampler: {sampler}). Mean over seeds with a 95 % "
+          "Student-t interval (mean ± t(0.975, n−1)·s/√n). Steps to p: first eval with success ≥ p, mean over the "
+          "seeds that reached it (k/n); — if none. `start` = success at env step 0 (the BC policy).", "",
+          "![learning curves](curves.png)", "", markdown_tables(summary, through, thresholds)]
+    (out / "report.md").write_text("\n".join(md))
+    return out / "report.md"

@@ -1,0 +1,162 @@
+"""Named benchmark suites: algorithms x tasks x seeds x budget, as frozen Python objects (like presets.py).
+
+A suite never copies a preset's numbers: every cell is `train_preset(algo, task, size, **overrides)` where the
+overrides are only the budget fields set here (None = keep the preset's value). The BC stage of every (task, seed)
+is `bc_preset(task, size, demos, **bc overrides)` on freshly generated scripted demos (`task.generate`).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field, fields, replace
+from typing import Literal
+
+Size = Literal["tiny", "mid", "paper"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """RunConfig overrides of one cell; None keeps the preset's value (presets.RUN_DEFAULTS / run_config)."""
+
+    env_steps: int | None = None
+    eval_every: int | None = None
+    eval_episodes: int | None = None
+    eval_envs: int | None = None
+    start_training: int | None = None
+    num_envs: int | None = None
+    ckpt_every: int | None = None
+    buffer_capacity: int | None = None
+
+    def overrides(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def merged(self, other: "Budget | None") -> "Budget":
+        """self with every field that `other` sets replaced."""
+        return self if other is None else replace(self, **other.overrides())
+
+
+@dataclass(frozen=True)
+class BCStage:
+    """Demos + clipped BC of one (task, seed); None keeps bc_preset's value (presets.BC_DEFAULTS)."""
+
+    demo_episodes: int = 200
+    """Scripted demonstrations generated with task.generate(n, seed, demo_noise), cached as HDF5."""
+    demo_noise: float = 0.1
+    steps: int | None = None
+    eval_every: int | None = None
+    eval_episodes: int | None = None
+    eval_envs: int | None = None
+    clip: bool | None = None
+    """None = the preset's (clip at >= 0.45 success, the paper's <= 50 % BC start)."""
+
+    def overrides(self) -> dict:
+        keys = ("steps", "eval_every", "eval_episodes", "eval_envs", "clip")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    doc: str
+    tasks: tuple[str, ...]
+    seeds: tuple[int, ...]
+    algorithms: tuple[str, ...] = ()
+    """() = every registered algorithm at run time (registry.algorithm_names())."""
+    size: Size = "tiny"
+    budget: Budget = Budget()
+    task_budgets: dict[str, Budget] = field(default_factory=dict)
+    """Per-task budget fields, applied over `budget`."""
+    bc: BCStage = BCStage()
+    task_bc: dict[str, BCStage] = field(default_factory=dict)
+    """Per-task BC stage, replacing `bc` for that task."""
+    headline_only: bool = False
+    """Evaluate only the method's headline sampler (AlgoSpec.headline) instead of the preset's ode + bon: halves
+    evaluation time, which dominates on the simulators (docs/tasks.md)."""
+    plot: bool = False
+    """Per-run learning-curve PNG at every eval (off: `flowft report` draws the suite's curves)."""
+
+    def budget_for(self, task: str) -> Budget:
+        return self.budget.merged(self.task_budgets.get(task))
+
+    def bc_for(self, task: str) -> BCStage:
+        return self.task_bc.get(task, self.bc)
+
+
+def resolve_algorithms(suite: Suite, warn=True) -> tuple[list[str], list[str]]:
+    """(registered algorithms to run, requested but unregistered ones: skipped with a warning)."""
+    from flowft.registry import algorithm_names
+
+    registered = algorithm_names()
+    if not suite.algorithms:
+        return registered, []
+    run = [a for a in suite.algorithms if a in registered]
+    missing = [a for a in suite.algorithms if a not in registered]
+    if missing and warn:
+        print(f"warning: suite '{suite.name}': algorithms not registered, skipped: {missing}", file=sys.stderr)
+    return run, missing
+
+
+_ADROIT = ("door", "hammer", "pen", "relocate")
+_KITCHEN = ("kitchen-complete", "kitchen-partial", "kitchen-mixed")
+
+SUITES: dict[str, Suite] = {
+    s.name: s
+    for s in (
+        Suite(
+            "toy-smoke", "tests / harness check: 2 OGPO variants x toy x 2 seeds x 640 env steps (~1 min)",
+            tasks=("toy",), seeds=(0, 1), algorithms=("ogpo", "ogpo-plus-ca"),
+            budget=Budget(env_steps=640, eval_every=320, eval_episodes=8, eval_envs=4, start_training=160,
+                          num_envs=4, ckpt_every=320, buffer_capacity=20_000),
+            bc=BCStage(demo_episodes=40, steps=150, eval_every=150, eval_episodes=8, eval_envs=4, clip=False),
+        ),
+        Suite(
+            "cpu-small", "toy: every registered algorithm x 3 seeds at the toy preset budget (12k env steps, eval "
+            "every 3k), 64 eval episodes per point",
+            tasks=("toy",), seeds=(0, 1, 2), budget=Budget(eval_episodes=64),
+        ),
+        Suite(
+            "cpu-lift", "robosuite Lift: every registered algorithm x 3 seeds (use --seeds 0 for one), 12k env "
+            "steps, eval every 4k with 64 episodes of the headline sampler",
+            tasks=("lift",), seeds=(0, 1, 2),
+            budget=Budget(env_steps=12_000, eval_every=4_000, eval_episodes=64, eval_envs=16),
+            bc=BCStage(demo_episodes=100), headline_only=True,
+        ),
+        Suite(
+            "cpu-full", "toy, Lift, Can, Adroit door: every registered algorithm x 3 seeds at the CPU preset budgets "
+            "(toy 12k, simulators 20k env steps), 64 eval episodes of the headline sampler per point",
+            tasks=("toy", "lift", "can", "door"), seeds=(0, 1, 2),
+            budget=Budget(eval_episodes=64, eval_envs=16),
+            task_bc={"lift": BCStage(demo_episodes=100)}, headline_only=True,
+        ),
+        Suite(
+            "paper", "paper size (4x512, G=32, M=10) and budgets (algorithm_reference §1.7): 2M env steps "
+            "(transport 3M, Adroit 0.5M), eval every 20k with 64 episodes, 3 seeds. GPU territory; untested here",
+            tasks=("square", "transport", "tool_hang", *_KITCHEN, *_ADROIT), seeds=(0, 1, 2), size="paper",
+            budget=Budget(env_steps=2_000_000, eval_every=20_000, eval_episodes=64, eval_envs=32,
+                          start_training=10_000, ckpt_every=100_000),
+            task_budgets={"transport": Budget(env_steps=3_000_000, start_training=40_000),
+                          "tool_hang": Budget(start_training=40_000),
+                          **{t: Budget(env_steps=500_000) for t in _ADROIT}},
+            bc=BCStage(demo_episodes=300, steps=500_000, eval_every=5_000, eval_episodes=64, eval_envs=32),
+            task_bc={"transport": BCStage(demo_episodes=300, steps=1_000_000, eval_every=20_000, eval_episodes=64,
+                                          eval_envs=32),
+                     "tool_hang": BCStage(demo_episodes=300, steps=500_000, eval_every=10_000, eval_episodes=64,
+                                          eval_envs=32),
+                     **{t: BCStage(demo_episodes=300, steps=500_000, eval_every=20_000, eval_episodes=64,
+                                   eval_envs=32, clip=False) for t in _KITCHEN},
+                     **{t: BCStage(demo_episodes=300, steps=50_000, eval_every=1_000, eval_episodes=64,
+                                   eval_envs=32) for t in _ADROIT}},
+        ),
+    )
+}
+
+
+def get_suite(name: str) -> Suite:
+    if name not in SUITES:
+        raise ValueError(f"unknown suite '{name}'; available suites: {', '.join(SUITES)}")
+    return SUITES[name]
+
+
+def suite_table() -> str:
+    """One line per suite, for --help and error messages."""
+    return "\n".join(f"  {s.name:<10} {s.doc}" for s in SUITES.values())

@@ -1,0 +1,227 @@
+"""Benchmark harness: suites, the resumable grid runner (end to end on toy-smoke), and the report's statistics."""
+
+import csv
+import json
+import math
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flowft.bench import report, runner
+from flowft.bench.suites import SUITES, BCStage, Suite, get_suite
+from flowft.cli import main
+from flowft.registry import algorithm_names
+
+
+# ----------------------------------------------------------------------------------------------- suites
+def test_unknown_suite_is_a_clear_error(capsys, tmp_path):
+    with pytest.raises(ValueError, match="unknown suite 'nope'") as e:
+        get_suite("nope")
+    for name in ("toy-smoke", "cpu-small", "cpu-lift", "cpu-full", "paper"):
+        assert name in str(e.value)
+    assert main(["bench", "nope", "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown suite 'nope'" in err and "cpu-small" in err
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_suites_plan_and_filters(tmp_path, capsys):
+    assert {"toy-smoke", "cpu-small", "cpu-lift", "cpu-full", "paper"} <= set(SUITES)
+    small = runner.plan(SUITES["cpu-small"], tmp_path)
+    cells = [j for j in small if j.kind == "train"]
+    assert len(cells) == 3 * len(algorithm_names()) and sum(j.kind == "bc" for j in small) == 3
+    assert {j.spec["overrides"]["eval_episodes"] for j in cells} == {64}
+    assert all(j.state == "new" and j.deps == [f"toy/bc/s{j.spec['seed']}"] for j in cells)
+    full = runner.plan(SUITES["cpu-full"], tmp_path, only_tasks=("door",), seeds=(5,), only_algos=("ogpo",))
+    assert [j.key for j in full] == ["door/bc/s5", "door/ogpo/s5"]
+    assert runner.cell_config(full[1].spec).run.eval_samplers == ("ode",)  # headline_only
+    with pytest.raises(ValueError, match="not in suite"):
+        runner.plan(SUITES["cpu-full"], tmp_path, only_tasks=("square",))
+    odd = Suite("odd", "", tasks=("toy",), seeds=(0,), algorithms=("ogpo", "not-registered-yet"))
+    assert [j.key for j in runner.plan(odd, tmp_path)] == ["toy/bc/s0", "toy/ogpo/s0"]
+    assert "not registered, skipped: ['not-registered-yet']" in capsys.readouterr().err
+    paper = runner.cell_config(runner.plan(SUITES["paper"], tmp_path, only_tasks=("door",))[-1].spec)
+    assert paper.run.env_steps == 500_000 and paper.algo.policy.hidden == (512, 512, 512, 512)
+
+
+def test_cell_states(tmp_path):
+    d = tmp_path / "cell"
+    assert runner.cell_state(d, 640) == "new"
+    d.mkdir()
+    (d / "metrics.csv").write_text("env_steps\n0\n")
+    assert runner.cell_state(d, 640) == "restart"
+    moved = runner.move_aside(d)
+    assert not d.exists() and (moved / "metrics.csv").exists() and ".aborted-" in moved.name
+    d.mkdir()
+    runner.write_done(d, 640)
+    assert runner.cell_state(d, 640) == "done" and runner.cell_state(d, 1280) == "restart"  # budget raised
+
+
+# ------------------------------------------------------------------------------------ end to end (toy)
+def _no_launch(job):
+    raise AssertionError(f"{job.key} was launched although it is finished")
+
+
+def test_toy_smoke_end_to_end_skip_and_resume(tmp_path, monkeypatch):
+    from flowft.train.loop import Trainer
+    from flowft.utils.checkpoint import latest_checkpoint
+
+    jobs = runner.run_suite("toy-smoke", tmp_path, workers=2, poll_s=0.2)
+    root = tmp_path / "toy-smoke"
+    assert [j.outcome for j in jobs] == ["ok"] * 6, [(j.key, j.outcome, j.log.read_text()[-2000:]) for j in jobs]
+    for algo in ("ogpo", "ogpo-plus-ca"):
+        for seed in (0, 1):
+            d = root / "toy" / algo / f"s{seed}"
+            assert json.loads((d / "DONE").read_text())["env_steps"] == 640
+            assert latest_checkpoint(d).name == "0000000640"
+            cfg = json.loads((d / "config.json").read_text())
+            assert cfg["run"]["bc_checkpoint"] == str(root / "toy" / "bc" / f"s{seed}" / "checkpoint")  # shared
+            assert cfg["run"]["threads"] == 1 and cfg["run"]["env_steps"] == 640
+    suite_json = json.loads((root / "suite.json").read_text())
+    assert set(suite_json["cells"]) == {"toy/ogpo", "toy/ogpo-plus-ca"}
+
+    # second sitting: everything finished, nothing is launched
+    monkeypatch.setattr(runner, "_launch", _no_launch)
+    assert [j.outcome for j in runner.run_suite("toy-smoke", tmp_path, workers=2)] == ["skipped"] * 6
+    monkeypatch.undo()
+
+    # third sitting: toy/ogpo/s1 was interrupted after its 320-step checkpoint; toy/ogpo-plus-ca/s1 left a run dir
+    # without any checkpoint. The first is resumed to the budget, the second moved aside and restarted.
+    cell, broken = root / "toy" / "ogpo" / "s1", root / "toy" / "ogpo-plus-ca" / "s1"
+    cell.rename(tmp_path / "finished-ogpo-s1")
+    spec = next(j.spec for j in runner.plan(get_suite("toy-smoke"), tmp_path) if j.key == "toy/ogpo/s1")
+    Trainer(runner.cell_config(spec), run_dir=cell).run(stop_at=320)
+    assert latest_checkpoint(cell).name == "0000000320" and not (cell / "DONE").exists()
+    shutil.rmtree(broken)
+    broken.mkdir()
+    (broken / "metrics.csv").write_text("env_steps,grad_steps\n")
+    states = {j.key: j.state for j in runner.run_suite("toy-smoke", tmp_path, dry_run=True, seeds=(1,))}
+    assert states == {"toy/bc/s1": "done", "toy/ogpo/s1": "resume", "toy/ogpo-plus-ca/s1": "restart"}
+    jobs = runner.run_suite("toy-smoke", tmp_path, workers=2, seeds=(1,), poll_s=0.2)
+    assert {j.key: j.outcome for j in jobs} == {"toy/bc/s1": "skipped", "toy/ogpo/s1": "ok",
+                                                "toy/ogpo-plus-ca/s1": "ok"}
+    done = json.loads((cell / "DONE").read_text())
+    assert done["env_steps"] == 640 and done["started_as"] == "resume"
+    assert latest_checkpoint(cell).name == "0000000640"
+    assert "resumed" in (cell.parent / "s1.log").read_text()
+    steps = [r["env_steps"] for r in csv.DictReader((cell / "metrics.csv").open())]
+    assert len(steps) == len(set(steps)) and steps[-1] == "640"
+    assert json.loads((broken / "DONE").read_text())["started_as"] == "restart"
+    assert "aside" in (broken.parent / "s1.log").read_text()
+    assert len(list(broken.parent.glob("s1.aborted-*"))) == 1
+    status = list(csv.DictReader((root / "status.csv").open()))
+    assert {r["job"]: r["state_before"] for r in status}["toy/ogpo/s1"] == "resume"
+
+
+def test_failed_bc_blocks_its_cells_and_is_recorded(tmp_path):
+    bad = replace(get_suite("toy-smoke"), name="bad", seeds=(0,), bc=BCStage(demo_episodes=0))
+    jobs = runner.run_suite(bad, tmp_path, workers=2, poll_s=0.2)
+    assert {j.key: j.outcome for j in jobs} == {"toy/bc/s0": "failed", "toy/ogpo/s0": "blocked",
+                                                "toy/ogpo-plus-ca/s0": "blocked"}
+    marker = json.loads((tmp_path / "bad" / "toy" / "bc" / "s0.FAILED").read_text())
+    assert marker["rc"] != 0 and any("holds no demos" in line for line in marker["tail"])
+    blocked = json.loads((tmp_path / "bad" / "toy" / "ogpo" / "s0.FAILED").read_text())
+    assert blocked["outcome"] == "blocked" and "toy/bc/s0" in blocked["reason"]
+
+
+# ---------------------------------------------------------------------------------------------- report
+def _fake_run(root: Path, algo: str, seed: int, steps, cols: dict, task: str = "toy") -> Path:
+    d = root / task / algo / f"s{seed}"
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"algo_name": algo, "run": {"task": task, "seed": seed}}))
+    keys = ["env_steps", "grad_steps", *cols]
+    cell = lambda v: "" if v is None else str(v)  # noqa: E731  (empty = not logged in that row)
+    lines = [",".join(keys)] + [",".join([str(s), "0", *(cell(cols[k][i]) for k in cols)])
+                                for i, s in enumerate(steps)]
+    (d / "metrics.csv").write_text("\n".join(lines) + "\n")
+    return d
+
+
+@pytest.fixture
+def fake_runs(tmp_path):
+    steps = [0, 1000, 2000, 3000]
+    ogpo = {0: [0.4, 0.6, 0.85, 0.9], 1: [0.4, 0.5, 0.7, 0.95], 2: [0.4, 0.3, 0.8, 0.8]}
+    for seed, ys in ogpo.items():
+        _fake_run(tmp_path, "ogpo", seed, steps, {"eval/ode/success": ys, "eval/bon/success": [0.0] * 4,
+                                                  "time/sps": [None, 100 + seed, 110 + seed, 120 + 10 * seed],
+                                                  "time/update_frac": [None, 0.5, 0.5, 0.3 + 0.1 * seed]})
+    # qc's headline sampler is bon: its ode column must not be used
+    _fake_run(tmp_path, "qc", 0, steps, {"eval/ode/success": [1.0] * 4, "eval/bon/success": [0.3, 0.2, 0.55, 0.6]})
+    _fake_run(tmp_path, "dppo", 0, steps[:3], {"eval/ode/success": [0.4, 0.3, 0.2]})
+    aborted = _fake_run(tmp_path, "dppo", 7, steps, {"eval/ode/success": [0.9] * 4})  # moved aside: ignored
+    aborted.rename(aborted.with_name("s7.aborted-20260101-000000"))
+    bc = tmp_path / "toy" / "bc" / "s0"  # a BC run dir: ignored
+    bc.mkdir(parents=True)
+    (bc / "config.json").write_text(json.dumps({"kind": "bc", "task": "toy"}))
+    (bc / "metrics.csv").write_text("env_steps,grad_steps,eval/success\n0,100,0.5\n")
+    return tmp_path
+
+
+def test_report_known_values(fake_runs, tmp_path):
+    out = tmp_path / "rep"
+    assert main(["report", str(fake_runs / "toy"), "--out", str(out)]) == 0
+    rows = {r["method"]: r for r in csv.DictReader((out / "summary.csv").open())}
+    assert set(rows) == {"ogpo", "qc", "dppo"}
+    o = rows["ogpo"]
+    assert o["n_seeds"] == "3" and float(o["start_mean"]) == pytest.approx(0.4)
+    assert float(o["steps_to_0.5_mean"]) == pytest.approx(4000 / 3) and o["steps_to_0.5_reached"] == "3"
+    assert float(o["steps_to_0.8_mean"]) == pytest.approx(7000 / 3) and o["steps_to_0.8_reached"] == "3"
+    assert float(o["steps_to_0.9_mean"]) == pytest.approx(3000) and o["steps_to_0.9_reached"] == "2"
+    # final: values 0.9, 0.95, 0.8 -> mean 0.88333, s = 0.0763763, half = 4.3027 * s / sqrt(3) = 0.189727
+    assert float(o["final_mean"]) == pytest.approx(0.883333, abs=1e-5)
+    assert float(o["final_ci95"]) == pytest.approx(0.189727, abs=1e-4)
+    assert o["run_dirs"].split(";") == [str((fake_runs / "toy" / "ogpo" / f"s{s}").resolve()) for s in range(3)]
+    q = rows["qc"]
+    assert q["metric"] == "eval/bon/success" and float(q["steps_to_0.5_mean"]) == 2000
+    assert q["final_ci95"] == "nan" and float(q["final_mean"]) == pytest.approx(0.6)
+    assert rows["dppo"]["steps_to_0.5_reached"] == "0" and float(rows["dppo"]["final_step"]) == 2000
+    md = (out / "report.md").read_text()
+    assert "| ogpo | 3 | 0.40 | 1,333 (3/3) | 2,333 (3/3) | 3,000 (2/3) | 0.88 ± 0.19 | 3,000 |" in md
+    assert "| qc | 1 | 0.30 | 2,000 (1/1) | — | — | 0.60 | 3,000 |" in md
+    assert "| dppo | 1 | 0.40 | — | — | — | 0.20 | 2,000 |" in md
+    # throughput: last logged sps/update_frac per run, mean over runs
+    thr = {r["method"]: r for r in csv.DictReader((out / "throughput.csv").open())}
+    assert float(thr["ogpo"]["sps_mean"]) == pytest.approx((120 + 130 + 140) / 3)
+    assert float(thr["ogpo"]["update_frac_mean"]) == pytest.approx(0.4)
+    assert "| toy | ogpo | 3 | 130 | 0.40 | — |" in md
+    curves = [r for r in csv.DictReader((out / "curves.csv").open()) if r["method"] == "ogpo"]
+    assert [float(r["mean"]) for r in curves] == pytest.approx([0.4, 0.466667, 0.783333, 0.883333], abs=1e-5)
+    assert float(curves[0]["ci95_high"]) == pytest.approx(0.4)  # zero spread at step 0
+    assert len(list(csv.DictReader((out / "runs.csv").open()))) == 5  # the BC dir is not a run
+    assert (out / "curves.png").stat().st_size > 0
+
+
+def test_curve_truncates_to_common_steps_and_colours_are_fixed(fake_runs, tmp_path):
+    runs = [report.load_run(p) for p in report.find_run_dirs([fake_runs])]
+    short = next(r for r in runs if r.algo == "dppo")
+    c = report.curve([short, next(r for r in runs if r.algo == "ogpo")])
+    assert c.steps.tolist() == [0, 1000, 2000] and c.n == 2
+    both = report.plot_curves(report.group_runs(runs), tmp_path / "a.png")
+    only = report.plot_curves(report.group_runs([r for r in runs if r.algo == "ogpo"]), tmp_path / "b.png")
+    assert both["ogpo"] == only["ogpo"] == report.METHOD_COLORS["ogpo"]
+    assert len(set(both.values())) == 3
+    names = algorithm_names()
+    assert len({report.method_color(n) for n in names}) == len(names)  # registered methods never share a colour
+    # unknown names: crc32 of the name (known answer), so the colour never depends on Python's salted hash()
+    assert report.method_color("my-ablation") == "#7b4173" and report.method_color("zz") == "#ad494a"
+
+
+def test_t_quantiles_and_mean_ci():
+    assert report.t975(1) == 12.7062 and report.t975(2) == 4.3027
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for df in (1, 3, 29, 30, 31, 45, 200):
+        assert report.t975(df) == pytest.approx(scipy_stats.t.ppf(0.975, df), abs=1e-4)
+    m, h = report.mean_ci([1.0, 3.0])
+    assert m == 2.0 and h == pytest.approx(12.7062 * math.sqrt(2) / math.sqrt(2))
+    assert math.isnan(report.mean_ci([0.5])[1])
+
+
+def test_report_rejects_empty_input(tmp_path, capsys):
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "no run directories" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="no such directory"):
+        report.write_report([tmp_path / "missing"], tmp_path / "o")
+    assert np.isnan(report.mean_ci([])[0])
