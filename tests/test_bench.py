@@ -225,3 +225,19 @@ def test_report_rejects_empty_input(tmp_path, capsys):
     with pytest.raises(ValueError, match="no such directory"):
         report.write_report([tmp_path / "missing"], tmp_path / "o")
     assert np.isnan(report.mean_ci([])[0])
+
+
+def test_variant_overrides_reach_the_cell_config(tmp_path):
+    from flowft.bench.runner import cell_config, replace_path, train_spec
+    from flowft.bench.suites import get_suite
+
+    suite = get_suite("claims-toy")
+    spec = train_spec(suite, tmp_path, "toy", "ogpo-plus-ca-no-sde-correction", 1, 1)
+    cfg = cell_config(spec)
+    assert cfg.algo_name == "ogpo-plus-ca" and cfg.algo.policy.sde.correction == "none"
+    assert spec["run_dir"].endswith("toy/ogpo-plus-ca-no-sde-correction/s1")
+    base = cell_config(train_spec(suite, tmp_path, "toy", "ogpo-plus-ca", 1, 1))
+    assert base.algo.policy.sde.correction == "consistent" and base.algo.target_agg == "mean"
+    assert cell_config(train_spec(suite, tmp_path, "toy", "ogpo-plus-ca-min-target", 1, 1)).algo.target_agg == "min"
+    with pytest.raises(ValueError, match="no field 'sdee'"):
+        replace_path(base.algo, [("policy.sdee.correction", "none")])

@@ -23,7 +23,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
 from flowft.bench.suites import Suite, get_suite, resolve_algorithms
@@ -114,9 +114,20 @@ def cell_config(spec: dict):
     over = dict(spec["overrides"])
     if "eval_samplers" in over:
         over["eval_samplers"] = tuple(over["eval_samplers"])
-    return train_preset(spec["algo"], spec["task"], spec["size"], bc_checkpoint=spec["bc_checkpoint"],
-                        seed=spec["seed"], out_dir=str(run_dir.parent), run_name=run_dir.name,
-                        threads=spec["threads"], **over)
+    cfg = train_preset(spec["algo"], spec["task"], spec["size"], bc_checkpoint=spec["bc_checkpoint"],
+                       seed=spec["seed"], out_dir=str(run_dir.parent), run_name=run_dir.name,
+                       threads=spec["threads"], **over)
+    return replace(cfg, algo=replace_path(cfg.algo, spec.get("algo_overrides", [])))
+
+
+def replace_path(cfg, overrides) -> object:
+    """Frozen dataclass `cfg` with dotted fields replaced: [("policy.sde.correction", "none")] -> new cfg."""
+    for path, value in overrides:
+        head, _, rest = path.partition(".")
+        if not is_dataclass(cfg) or head not in {f.name for f in fields(cfg)}:
+            raise ValueError(f"variant override '{path}': no field '{head}' in {type(cfg).__name__}")
+        cfg = replace(cfg, **{head: replace_path(getattr(cfg, head), [(rest, value)]) if rest else value})
+    return cfg
 
 
 def _validate(suite: Suite, only_algos, only_tasks, seeds, workers: int, threads: int) -> tuple[list, list, list]:
@@ -159,23 +170,27 @@ def plan(suite: Suite, out_dir: Path, only_algos=(), only_tasks=(), seeds=(), wo
             jobs.append(Job(f"{task}/bc/s{seed}", "bc", bc_dir, spec, state=bc_state(bc_dir)))
     for task in tasks:
         for seed in seeds:
-            for algo in algos:
-                spec = train_spec(suite, root, task, algo, seed, threads)
+            for label in algos:
+                spec = train_spec(suite, root, task, label, seed, threads)
                 run_dir, steps = Path(spec["run_dir"]), cell_config(spec).run.env_steps
-                jobs.append(Job(f"{task}/{algo}/s{seed}", "train", run_dir, spec, deps=[f"{task}/bc/s{seed}"],
+                jobs.append(Job(f"{task}/{label}/s{seed}", "train", run_dir, spec, deps=[f"{task}/bc/s{seed}"],
                                 state=cell_state(run_dir, steps)))
     return jobs
 
 
-def train_spec(suite: Suite, root: Path, task: str, algo: str, seed: int, threads: int | None) -> dict:
-    """The worker's description of one cell: preset names + the suite's budget overrides + paths."""
+def train_spec(suite: Suite, root: Path, task: str, label: str, seed: int, threads: int | None) -> dict:
+    """The worker's description of one cell: preset names + the suite's budget overrides + paths. `label` is an
+    algorithm name or the label of one of the suite's variants."""
     from flowft.registry import get_algorithm
 
+    variant = suite.variants.get(label)
+    algo = variant.algo if variant else label
     over = {**suite.budget_for(task).overrides(), "plot": suite.plot}
     if suite.headline_only:
         over["eval_samplers"] = [get_algorithm(algo).headline]
     return {"kind": "train", "task": task, "seed": seed, "algo": algo, "size": suite.size, "threads": threads,
-            "run_dir": str(root / task / algo / f"s{seed}"), "overrides": over,
+            "algo_overrides": [list(o) for o in variant.overrides] if variant else [],
+            "run_dir": str(root / task / label / f"s{seed}"), "overrides": over,
             "bc_checkpoint": str(root / task / "bc" / f"s{seed}" / "checkpoint")}
 
 
@@ -191,9 +206,9 @@ def resolved_suite(suite: Suite, threads: int | None = None) -> dict:
     for task in suite.tasks:
         stage = suite.bc_for(task)
         out["bc"][task] = to_dict(bc_preset(task, suite.size, "<demos>", **stage.overrides()))
-        for algo in algos:
-            spec = train_spec(suite, Path("."), task, algo, 0, threads)
-            out["cells"][f"{task}/{algo}"] = {"algo_name": algo, **to_dict(cell_config(spec))}
+        for label in algos:
+            spec = train_spec(suite, Path("."), task, label, 0, threads)
+            out["cells"][f"{task}/{label}"] = {"algo_name": spec["algo"], **to_dict(cell_config(spec))}
     return out
 
 

@@ -55,13 +55,25 @@ class BCStage:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A labelled method of an ablation: a registered algorithm with some config fields changed. `overrides`
+    maps dotted field paths of the algorithm config to values, e.g. {"policy.sde.correction": "none"}."""
+
+    algo: str
+    overrides: tuple[tuple[str, object], ...] = ()
+
+
+@dataclass(frozen=True)
 class Suite:
     name: str
     doc: str
     tasks: tuple[str, ...]
     seeds: tuple[int, ...]
     algorithms: tuple[str, ...] = ()
-    """() = every registered algorithm at run time (registry.algorithm_names())."""
+    """() = every registered algorithm at run time (registry.algorithm_names()), unless `variants` is set."""
+    variants: dict[str, Variant] = field(default_factory=dict)
+    """Labelled ablation methods run in addition to `algorithms` (cell dir = the label; report with
+    `--label parent`)."""
     size: Size = "tiny"
     budget: Budget = Budget()
     task_budgets: dict[str, Budget] = field(default_factory=dict)
@@ -83,14 +95,17 @@ class Suite:
 
 
 def resolve_algorithms(suite: Suite, warn=True) -> tuple[list[str], list[str]]:
-    """(registered algorithms to run, requested but unregistered ones: skipped with a warning)."""
+    """(method labels to run: registered algorithms, then variants of registered algorithms; requested but
+    unregistered ones: skipped with a warning)."""
     from flowft.registry import algorithm_names
 
     registered = algorithm_names()
-    if not suite.algorithms:
+    if not suite.algorithms and not suite.variants:
         return registered, []
     run = [a for a in suite.algorithms if a in registered]
+    run += [label for label, v in suite.variants.items() if v.algo in registered]
     missing = [a for a in suite.algorithms if a not in registered]
+    missing += [f"{label} ({v.algo})" for label, v in suite.variants.items() if v.algo not in registered]
     if missing and warn:
         print(f"warning: suite '{suite.name}': algorithms not registered, skipped: {missing}", file=sys.stderr)
     return run, missing
@@ -120,6 +135,18 @@ SUITES: dict[str, Suite] = {
             tasks=("lift",), seeds=(0, 1, 2),
             budget=Budget(env_steps=12_000, eval_every=4_000, eval_episodes=64, eval_envs=16),
             bc=BCStage(demo_episodes=100), headline_only=True,
+        ),
+        Suite(
+            "claims-toy", "paper-claim ablations on toy (issue 6 b-h): OGPO+CA (the released configuration) vs "
+            "vanilla advantages, min-aggregated targets, group-std advantages, BPTT, AWR-FM and the SDE without its "
+            "score correction; 3 seeds, 12k env steps, eval every 1k (the dip after the switch), 64 episodes",
+            tasks=("toy",), seeds=(0, 1, 2), algorithms=("ogpo-plus-ca", "ogpo-plus", "ogpo-bptt", "ogpo-awr-fm"),
+            variants={
+                "ogpo-plus-ca-min-target": Variant("ogpo-plus-ca", (("target_agg", "min"),)),
+                "ogpo-plus-ca-group-std": Variant("ogpo-plus-ca", (("normalize_group", True),)),
+                "ogpo-plus-ca-no-sde-correction": Variant("ogpo-plus-ca", (("policy.sde.correction", "none"),)),
+            },
+            budget=Budget(eval_every=1_000, eval_episodes=64), headline_only=True,
         ),
         Suite(
             "cpu-full", "toy, Lift, Can, Adroit door: every registered algorithm x 3 seeds at the CPU preset budgets "
