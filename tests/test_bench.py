@@ -231,7 +231,7 @@ def test_variant_overrides_reach_the_cell_config(tmp_path):
     from flowft.bench.runner import cell_config, replace_path, train_spec
     from flowft.bench.suites import get_suite
 
-    suite = get_suite("claims-toy")
+    suite = get_suite("cpu-small")
     spec = train_spec(suite, tmp_path, "toy", "ogpo-plus-ca-no-sde-correction", 1, 1)
     cfg = cell_config(spec)
     assert cfg.algo_name == "ogpo-plus-ca" and cfg.algo.policy.sde.correction == "none"

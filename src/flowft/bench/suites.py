@@ -70,7 +70,7 @@ class Suite:
     tasks: tuple[str, ...]
     seeds: tuple[int, ...]
     algorithms: tuple[str, ...] = ()
-    """() = every registered algorithm at run time (registry.algorithm_names()), unless `variants` is set."""
+    """() = every registered algorithm at run time (registry.algorithm_names())."""
     variants: dict[str, Variant] = field(default_factory=dict)
     """Labelled ablation methods run in addition to `algorithms` (cell dir = the label; report with
     `--label parent`)."""
@@ -100,9 +100,7 @@ def resolve_algorithms(suite: Suite, warn=True) -> tuple[list[str], list[str]]:
     from flowft.registry import algorithm_names
 
     registered = algorithm_names()
-    if not suite.algorithms and not suite.variants:
-        return registered, []
-    run = [a for a in suite.algorithms if a in registered]
+    run = [a for a in (suite.algorithms or registered) if a in registered]
     run += [label for label, v in suite.variants.items() if v.algo in registered]
     missing = [a for a in suite.algorithms if a not in registered]
     missing += [f"{label} ({v.algo})" for label, v in suite.variants.items() if v.algo not in registered]
@@ -125,28 +123,24 @@ SUITES: dict[str, Suite] = {
             bc=BCStage(demo_episodes=40, steps=150, eval_every=150, eval_episodes=8, eval_envs=4, clip=False),
         ),
         Suite(
-            "cpu-small", "toy: every registered algorithm x 3 seeds at the toy preset budget (12k env steps, eval "
-            "every 3k), 64 eval episodes per point",
-            tasks=("toy",), seeds=(0, 1, 2), budget=Budget(eval_episodes=64),
-        ),
-        Suite(
-            "cpu-lift", "robosuite Lift: every registered algorithm x 3 seeds (use --seeds 0 for one), 12k env "
-            "steps, eval every 4k with 64 episodes of the headline sampler",
-            tasks=("lift",), seeds=(0, 1, 2),
-            budget=Budget(env_steps=12_000, eval_every=4_000, eval_episodes=64, eval_envs=16),
-            bc=BCStage(demo_episodes=100), headline_only=True,
-        ),
-        Suite(
-            "claims-toy", "paper-claim ablations on toy (issue 6 b-h): OGPO+CA (the released configuration) vs "
-            "vanilla advantages, min-aggregated targets, group-std advantages, BPTT, AWR-FM and the SDE without its "
-            "score correction; 3 seeds, 12k env steps, eval every 1k (the dip after the switch), 64 episodes",
-            tasks=("toy",), seeds=(0, 1, 2), algorithms=("ogpo-plus-ca", "ogpo-plus", "ogpo-bptt", "ogpo-awr-fm"),
+            "cpu-small", "toy: every registered algorithm + the paper-claim ablations of OGPO+CA (issue 6 b-h: "
+            "min-aggregated targets, group-std advantages, SDE without its score correction) x 3 seeds at the toy "
+            "preset budget (12k env steps), eval every 1k (resolves the dip after the switch), 64 episodes",
+            tasks=("toy",), seeds=(0, 1, 2), budget=Budget(eval_every=1_000, eval_episodes=64),
             variants={
                 "ogpo-plus-ca-min-target": Variant("ogpo-plus-ca", (("target_agg", "min"),)),
                 "ogpo-plus-ca-group-std": Variant("ogpo-plus-ca", (("normalize_group", True),)),
                 "ogpo-plus-ca-no-sde-correction": Variant("ogpo-plus-ca", (("policy.sde.correction", "none"),)),
             },
-            budget=Budget(eval_every=1_000, eval_episodes=64), headline_only=True,
+        ),
+        Suite(
+            "cpu-lift", "robosuite Lift, every method of issue 5 from the same clipped BC checkpoint: 6k env steps, "
+            "eval every 3k with 64 episodes of the headline sampler, 3 seeds (use --seeds 0 for one)",
+            tasks=("lift",), seeds=(0, 1, 2),
+            algorithms=("ogpo-plus-ca", "ogpo", "ogpo-plus", "ogpo-ca", "dppo", "dsrl", "qc", "bon-sft", "expo",
+                        "residual", "ogpo-awr", "ogpo-awr-fm", "ogpo-fpo", "ogpo-bptt"),
+            budget=Budget(env_steps=6_000, eval_every=3_000, eval_episodes=64, eval_envs=16),
+            bc=BCStage(demo_episodes=100), headline_only=True,
         ),
         Suite(
             "cpu-full", "toy, Lift, Can, Adroit door: every registered algorithm x 3 seeds at the CPU preset budgets "
