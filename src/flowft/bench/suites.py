@@ -139,7 +139,7 @@ SUITES: dict[str, Suite] = {
             tasks=("lift",), seeds=(0, 1, 2),
             algorithms=("ogpo-plus-ca", "ogpo", "ogpo-plus", "ogpo-ca", "dppo", "dsrl", "qc", "bon-sft", "expo",
                         "residual", "ogpo-awr", "ogpo-awr-fm", "ogpo-fpo", "ogpo-bptt"),
-            budget=Budget(env_steps=6_000, eval_every=3_000, eval_episodes=64, eval_envs=16),
+            budget=Budget(env_steps=6_000, eval_every=3_000, eval_episodes=64, eval_envs=8),
             bc=BCStage(demo_episodes=100), headline_only=True,
         ),
         Suite(
