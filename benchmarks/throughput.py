@@ -98,7 +98,7 @@ def main() -> None:
             rows.append({"task": args.task, "method": algo, "utd": args.utd, "num_envs": r["num_envs"],
                          "sps": round(r["sps"], 1), "update_frac": round(r["update_frac"], 3),
                          "fraction_of_sim": round(r["sps"] / sim, 3)})
-            print(f"{algo}: {r['sps']:.0f} env steps/s = {r["sps"] / sim:.1%} of the simulator alone "
+            print(f"{algo}: {r['sps']:.0f} env steps/s = {r['sps'] / sim:.1%} of the simulator alone "
                   f"(learner {r['update_frac']:.0%} of wall time, {r['updates']} updates)")
     if args.out:
         path = Path(args.out)
