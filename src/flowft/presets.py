@@ -126,7 +126,7 @@ BC_DEFAULTS: dict[str, dict] = {
     "toy": {"steps": 5_000, "eval_every": 50, "lr": 1e-3, "batch_size": 256},
     # measured (docs/tasks.md): steps to the clip 400 lift (cadence 100 overshot to 0.69), 1500 can, 3750 door,
     # 1250-2000 hammer, 1500-2250 pen
-    "lift": {"steps": 2_000, "eval_every": 50, **_CLIP16},
+    "lift": {"steps": 2_000, "eval_every": 50, "clip_sampler": "sde", **_CLIP16},
     "can": {"steps": 5_000, "eval_every": 500, **_CLIP16},
     **{t: {"steps": 10_000, "eval_every": 250, **_CLIP16} for t in ("door", "hammer", "pen")},
     # not clipped within the measured budgets (6k square, 10k relocate, 5k kitchen): longer caps, untested

@@ -1,0 +1,35 @@
+"""`flowft quickstart`: Lift is the default (budget sized for 2 CPU cores); the fast suite runs it on the toy task."""
+
+import importlib.util
+
+import pytest
+
+from flowft.cli import main
+from flowft.presets import bc_preset, train_preset
+from flowft.quickstart import QUICKSTART, QuickstartArgs, check_simulator
+
+
+def test_default_task_is_lift_with_a_short_budget():
+    assert QuickstartArgs().task == "lift"
+    run = train_preset("ogpo-plus-ca", "lift", "tiny", **QUICKSTART["lift"]["run"]).run
+    assert run.env_steps <= 12_000 and run.env_steps // run.eval_every == 2  # evals at 0, halfway, end
+    # the clip gate is the finetuning run's own step-0 rollout sampler (one SDE sample on simulator presets)
+    assert train_preset("ogpo-plus-ca", "lift", "tiny").algo.best_of_n == 1
+    assert bc_preset("lift", "tiny", "x.hdf5").clip_sampler == "sde"
+
+
+def test_missing_simulator_names_the_extra_and_the_toy_task(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "robosuite" else real(name, *a))
+    with pytest.raises(SystemExit, match=r"flowft\[robomimic\].*--task toy"):
+        check_simulator("lift")
+    check_simulator("toy")  # no simulator needed
+
+
+def test_quickstart_toy_end_to_end(tmp_path, capsys):
+    assert main(["quickstart", "--task", "toy", "--env-steps", "400", "--out-dir", str(tmp_path)]) == 0
+    cap = capsys.readouterr()
+    assert "BC stopped after" in cap.err and "quickstart done" in cap.out
+    runs = [p for p in tmp_path.iterdir() if p.name.startswith("ogpo-plus-ca-toy")]
+    assert len(runs) == 1 and (runs[0] / "plots" / "learning_curve.png").exists()
+    assert (runs[0] / "checkpoints").is_dir()
