@@ -241,3 +241,24 @@ def test_variant_overrides_reach_the_cell_config(tmp_path):
     assert cell_config(train_spec(suite, tmp_path, "toy", "ogpo-plus-ca-min-target", 1, 1)).algo.target_agg == "min"
     with pytest.raises(ValueError, match="no field 'sdee'"):
         replace_path(base.algo, [("policy.sdee.correction", "none")])
+
+
+def test_report_method_filter_and_ratio_metric(tmp_path):
+    from flowft.bench import report
+
+    steps = [0, 1000, 2000]
+    for seed in (0, 1):
+        _fake_run(tmp_path / "runs", "ogpo", seed, steps, {"eval/ode/success": [0.4, 0.6, 0.9],
+                                                           "train/a": [None, 2.0 + seed, 4.0], "train/b": [None, 1.0, 2.0]})
+    _fake_run(tmp_path / "runs", "dppo", 0, steps, {"eval/ode/success": [0.4, 0.4, 0.5]})
+    out = tmp_path / "out"
+    md = report.write_report([tmp_path / "runs"], out, methods=("ogpo",), metrics=("train/a:train/b",))
+    summary = (out / "summary.csv").read_text()
+    assert "ogpo" in summary and "dppo" not in summary
+    assert (out / "train_a_over_train_b.png").exists() and "train_a_over_train_b.png" in md.read_text()
+    groups = report.group_runs([report.load_run(p) for p in report.find_run_dirs([tmp_path / "runs"])])
+    steps_, means = report.metric_means(groups, "train/a:train/b")[("toy", "ogpo")]
+    assert steps_ == [1000.0, 2000.0] and np.allclose(means, [(2 / 1 + 3 / 1) / 2, 2.0])
+    assert ("toy", "dppo") not in report.metric_means(groups, "train/a:train/b")  # never logged
+    with pytest.raises(ValueError, match=r"--methods \['qc'\]"):
+        report.write_report([tmp_path / "runs"], out, methods=("qc",))

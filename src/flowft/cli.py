@@ -205,6 +205,11 @@ class ReportArgs:
     """Method label: the algorithm name, or the run dir's parent directory name (ablations of one algorithm)."""
     thresholds: tuple[float, ...] = (0.5, 0.8, 0.9)
     title: str = ""
+    methods: tuple[str, ...] = ()
+    """Keep only these method labels (default: every method found)."""
+    metrics: tuple[str, ...] = ()
+    """Extra figures: the seed-mean of these logged metrics vs env steps (e.g. train/actor/var_along_gradq;
+    `A:B` = the ratio A/B)."""
 
 
 def cmd_report(argv: list[str]) -> int:
@@ -214,7 +219,7 @@ def cmd_report(argv: list[str]) -> int:
                     description="Learning curves and tables (PNG + CSV + Markdown) from run directories.")
     try:
         out = write_report([Path(d) for d in args.run_dirs], Path(args.out), args.sampler, args.label,
-                           args.thresholds, args.title)
+                           args.thresholds, args.title, args.methods, args.metrics)
     except ValueError as err:
         print(f"flowft report: {err}", file=sys.stderr)
         return 2

@@ -285,13 +285,60 @@ def _runs_rows(groups, thresholds) -> list[dict]:
     return rows
 
 
+def metric_means(groups: dict[tuple[str, str], list[Run]], key: str) -> dict[tuple[str, str], tuple[list, np.ndarray]]:
+    """(task, method) -> (env steps every seed logged, seed-mean of a logged metric). `A:B` = per-row ratio A/B."""
+    num, _, den = key.partition(":")
+    out = {}
+    for k, runs in groups.items():
+        series = []
+        for r in runs:
+            with (r.path / "metrics.csv").open() as f:
+                rows = [row for row in csv.DictReader(f) if row.get(num) and (not den or row.get(den))]
+            series.append({float(row["env_steps"]): float(row[num]) / (float(row[den]) if den else 1.0)
+                           for row in rows})
+        common = sorted(set.intersection(*(set(x) for x in series))) if series else []
+        if common:
+            out[k] = (common, np.mean([[x[c] for c in common] for x in series], axis=0))
+    return out
+
+
+def plot_metric(groups: dict[tuple[str, str], list[Run]], key: str, out: Path) -> Path:
+    """Seed-mean of a logged metric (e.g. train/actor/var_along_gradq, or a ratio `A:B`) vs env steps; same
+    panels and colours as the learning curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(t for t, _ in groups))
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(5 * max(1, len(tasks)), 3.8), squeeze=False)
+    for (task, method), (steps, ys) in metric_means(groups, key).items():
+        axes[0, tasks.index(task)].plot(steps, ys, "-o", ms=3, color=method_color(method),
+                                        label=f"{method} (n={len(groups[(task, method)])})")
+    for i, task in enumerate(tasks):
+        axes[0, i].set(title=task, xlabel="environment steps", ylabel=key.replace(":", " / "))
+        if axes[0, i].lines:
+            axes[0, i].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def write_report(dirs: list[Path], out: Path, sampler: str = "headline", label: str = "algo",
-                 thresholds=(0.5, 0.8, 0.9), title: str = "") -> Path:
-    """Find run dirs under `dirs`, write every output into `out`; returns the path of report.md."""
+                 thresholds=(0.5, 0.8, 0.9), title: str = "", methods=(), metrics=()) -> Path:
+    """Find run dirs under `dirs`, write every output into `out`; returns the path of report.md. `methods` keeps
+    only those labels (in that order of preference: none = all); `metrics` adds one figure per logged metric."""
     paths = find_run_dirs([Path(d) for d in dirs])
     if not paths:
         raise ValueError(f"no run directories (config.json with algo_name + metrics.csv) under {list(map(str, dirs))}")
     runs = [load_run(p, sampler, label) for p in paths]
+    if methods:
+        unknown = sorted(set(methods) - {r.method for r in runs})
+        if unknown:
+            raise ValueError(f"--methods {unknown}: no such method under {list(map(str, dirs))} "
+                             f"(found: {sorted({r.method for r in runs})})")
+        runs = [r for r in runs if r.method in methods]
     for r in (r for r in runs if not len(r.steps)):
         print(f"warning: {r.path}: no '{r.metric}' values in metrics.csv", file=sys.stderr)
     groups = group_runs(runs)
@@ -307,12 +354,14 @@ def write_report(dirs: list[Path], out: Path, sampler: str = "headline", label: 
                        ("runs.csv", _runs_rows(groups, thresholds))):
         _write_csv(out / name, rows)
     plot_curves(groups, out / "curves.png", title)
+    extra = [plot_metric(groups, key, out / f"{key.replace('/', '_').replace(':', '_over_')}.png") for key in metrics]
     metrics = ", ".join(sorted({r.metric for r in runs}))
     md = [f"# {title or 'flowft report'}", "",
           f"{len(runs)} run directories under {', '.join(map(str, dirs))} (listed in `runs.csv`; `summary.csv` "
           f"names the runs behind every row). Metric: {metrics} (sampler: {sampler}). Mean over seeds with a 95 % "
           "Student-t interval (mean ± t(0.975, n−1)·s/√n). Steps to p: first eval with success ≥ p, mean over the "
           "seeds that reached it (k/n); — if none. `start` = success at env step 0 (the BC policy).", "",
-          "![learning curves](curves.png)", "", markdown_tables(summary, through, thresholds)]
+          "![learning curves](curves.png)", "", markdown_tables(summary, through, thresholds),
+          *[f"\n![{k}]({p.name})" for k, p in zip(metrics, extra)]]
     (out / "report.md").write_text("\n".join(md))
     return out / "report.md"
