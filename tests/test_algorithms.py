@@ -26,7 +26,13 @@ def _weights(run_dir):
     return load_file(str(latest_checkpoint(run_dir) / "model.safetensors"))
 
 
-@pytest.mark.parametrize("name", algorithm_names())
+# ogpo, ogpo-plus and ogpo-ca run the same code as ogpo-plus-ca with two flags off (advantage kind, BC weight),
+# which tests/test_ogpo_toy.py and test_objectives.py cover; they run here only with -m slow (keeps CI short).
+FLAG_VARIANTS = {"ogpo", "ogpo-plus", "ogpo-ca"}
+PARAMS = [pytest.param(n, marks=pytest.mark.slow) if n in FLAG_VARIANTS else n for n in algorithm_names()]
+
+
+@pytest.mark.parametrize("name", PARAMS)
 def test_algorithm_trains_and_resumes_exactly(name, bc, tmp_path):
     cfg = tiny_train_config(bc, tmp_path, algo=name, **RUN)
     if get_algorithm(name).cls.on_policy:  # one rollout of 400 steps: small minibatches give a few hundred updates
