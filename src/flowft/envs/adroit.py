@@ -31,7 +31,7 @@ import gymnasium
 import numpy as np
 from tqdm import tqdm
 
-from flowft.envs.gym_robotics import import_gym_robotics
+from flowft.envs.gym_robotics import first_reset_seed, import_gym_robotics
 from flowft.envs.rollout import record_episode
 
 ADROIT_TASKS = ("door", "hammer", "pen", "relocate")
@@ -91,11 +91,7 @@ class AdroitEnv(gymnasium.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        if seed is None and not self._seeded:
-            seed = self._seed
-        if seed is not None:
-            self._seeded = True
-            self.action_space.seed(seed)
+        seed = first_reset_seed(self, seed)
         obs, _ = self._env.reset(seed=seed, options=options)
         self._t = 0
         return np.asarray(obs, dtype=np.float32), {"success": False}

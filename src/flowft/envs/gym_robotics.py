@@ -20,3 +20,14 @@ def import_gym_robotics(install_hint: str):
     except AttributeError:  # pragma: no cover - old gymnasium
         pass
     return gymnasium_robotics
+
+
+def first_reset_seed(env: gymnasium.Env, seed: int | None) -> int | None:
+    """The seed a wrapped gymnasium-robotics env resets its simulator with: the caller's, else the constructor's
+    `env._seed` on the very first reset (so `Env(seed=s).reset()` is reproducible); seeds the action space too."""
+    if seed is None and not env._seeded:
+        seed = env._seed
+    if seed is not None:
+        env._seeded = True
+        env.action_space.seed(seed)
+    return seed

@@ -29,7 +29,7 @@ import gymnasium
 import numpy as np
 from tqdm import tqdm
 
-from flowft.envs.gym_robotics import import_gym_robotics
+from flowft.envs.gym_robotics import first_reset_seed, import_gym_robotics
 from flowft.envs.rollout import record_episode
 
 DEFAULT_TASKS = ("microwave", "kettle", "light switch", "slide cabinet")
@@ -113,11 +113,7 @@ class KitchenEnv(gymnasium.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        if seed is None and not self._seeded:
-            seed = self._seed
-        if seed is not None:
-            self._seeded = True
-            self.action_space.seed(seed)
+        seed = first_reset_seed(self, seed)
         o, _ = self._env.reset(seed=seed)
         self._t = 0
         return self._flat(o), {"success": False, "tasks_done": 0}
