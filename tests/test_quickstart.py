@@ -16,6 +16,9 @@ def test_default_task_is_lift_with_a_short_budget():
     # the clip gate is the finetuning run's own step-0 rollout sampler (one SDE sample on simulator presets)
     assert train_preset("ogpo-plus-ca", "lift", "tiny").algo.best_of_n == 1
     assert bc_preset("lift", "tiny", "x.hdf5").clip_sampler == "sde"
+    # the paper preset acts with Best-of-N from step 0, and so does its gate
+    assert train_preset("ogpo-plus-ca", "lift", "paper").algo.best_of_n > 1
+    assert bc_preset("lift", "paper", "x.hdf5").clip_sampler == "bon"
 
 
 def test_missing_simulator_names_the_extra_and_the_toy_task(monkeypatch):

@@ -144,6 +144,8 @@ def bc_preset(task: str, size: Size, demos: str, **overrides):
     from flowft.algos.bc import BCConfig
 
     base = dict(BC_DEFAULTS.get(task, {"steps": 100_000, "eval_every": 2_000}))
+    if size == "paper":  # the paper preset acts with Best-of-N from step 0: gate on it (BCConfig default "bon")
+        base.pop("clip_sampler", None)
     base.update(overrides)
     base.setdefault("clip_critic_heads", SIZES[size]["heads"])
     if size == "tiny":
