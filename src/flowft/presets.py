@@ -133,7 +133,8 @@ BC_DEFAULTS: dict[str, dict] = {
     **{t: {"steps": 10_000, "eval_every": 250, **_CLIP16} for t in ("door", "hammer", "pen")},
     # relocate: --size mid on noise-free demos clips at 10k steps (0.50); tiny plateaus below 0.1 (docs/tasks.md)
     "relocate": {"steps": 30_000, "eval_every": 1_000, **_CLIP16},
-    "square": {"steps": 50_000, "eval_every": 1_000, **_CLIP16},
+    # square: --size mid on 100 noise-free demos reached 0.00-0.38 (SDE) over 50k steps, not clipped (docs/tasks.md)
+    "square": {"steps": 100_000, "eval_every": 5_000, **_CLIP16},
     # Kitchen: the paper does not clip kitchen BC; 600-step episodes make every check expensive on CPU
     **{t: {"steps": 50_000, "eval_every": 5_000, **_CLIP16, "clip": False}
        for t in ("kitchen-complete", "kitchen-partial", "kitchen-mixed")},
