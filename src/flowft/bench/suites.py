@@ -139,8 +139,8 @@ SUITES: dict[str, Suite] = {
             "64 episodes of the headline sampler at the start and the end (Lift evaluation dominates the wall time), "
             "3 seeds (use --seeds 0 for one)",
             tasks=("lift",), seeds=(0, 1, 2),
-            algorithms=("ogpo-plus-ca", "dppo", "dsrl", "qc", "bon-sft", "expo", "residual", "ogpo-awr",
-                        "ogpo-awr-fm", "ogpo-fpo", "ogpo-bptt"),
+            algorithms=("ogpo-plus-ca", "dppo", "dsrl", "qc", "bon-sft", "expo", "residual", "ogpo-bptt",
+                        "ogpo-awr-fm", "ogpo-fpo", "ogpo-awr"),
             budget=Budget(env_steps=12_000, eval_every=12_000, eval_episodes=64, eval_envs=8),
             bc=BCStage(demo_episodes=100), headline_only=True,
         ),
