@@ -25,6 +25,16 @@ def check_finite(stats: dict[str, float], where: str) -> None:
         raise DivergenceError(f"{where}: non-finite {bad} (values {[stats[k] for k in bad]})")
 
 
+def load_bc(actor_state: dict[str, torch.Tensor], policies: tuple[nn.Module, ...],
+            critics: tuple[nn.Module, ...] = ()) -> None:
+    """Start from a BC checkpoint: its weights into every flow-policy copy (trainable, frozen base, EMA/target) and
+    its observation/action normalisers (part of the policy state) into every critic ensemble."""
+    for policy in policies:
+        policy.load_state_dict(actor_state)
+    for critic in critics:
+        critic.copy_normalizers(policies[0].obs_normalizer, policies[0].act_normalizer)
+
+
 class Algorithm(ABC):
     name: ClassVar[str]
     on_policy: ClassVar[bool] = False

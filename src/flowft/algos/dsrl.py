@@ -33,7 +33,7 @@ from typing import Literal
 
 import torch
 
-from flowft.algos.base import ActMode, Algorithm, check_finite
+from flowft.algos.base import ActMode, Algorithm, check_finite, load_bc
 from flowft.critics.ensemble import Aggregation, CriticConfig, CriticEnsemble, aggregate, polyak
 from flowft.critics.targets import chunk_returns, td_target
 from flowft.data.buffer import ReplayBuffer
@@ -106,9 +106,7 @@ class DSRL(Algorithm):
 
     def init_from_bc(self, actor_state: dict[str, torch.Tensor]) -> None:
         """Frozen policy = BC weights; Q^A shares its normalisers; Q^W only the obs one (its input is w / b)."""
-        self.actor.load_state_dict(actor_state)
-        for c in (self.critic, self.critic_target):
-            c.copy_normalizers(self.actor.obs_normalizer, self.actor.act_normalizer)
+        load_bc(actor_state, (self.actor,), (self.critic, self.critic_target))
         self.noise_critic.obs_normalizer.load_state_dict(self.actor.obs_normalizer.state_dict())
 
     def modules(self):

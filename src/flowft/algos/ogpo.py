@@ -16,7 +16,7 @@ from typing import Literal
 
 import torch
 
-from flowft.algos.base import ActMode, Algorithm, check_finite
+from flowft.algos.base import ActMode, Algorithm, check_finite, load_bc
 from flowft.critics.ensemble import Aggregation, CriticConfig, CriticEnsemble, aggregate, polyak
 from flowft.critics.targets import chunk_returns, td_target
 from flowft.data.buffer import ReplayBuffer
@@ -130,10 +130,7 @@ class OGPO(Algorithm):
 
     def init_from_bc(self, actor_state: dict[str, torch.Tensor]) -> None:
         """Start from a BC checkpoint: actor and EMA actor = BC weights; critics share its normalisers."""
-        self.actor.load_state_dict(actor_state)
-        self.actor_target.load_state_dict(actor_state)
-        for c in (self.critic, self.critic_target):
-            c.copy_normalizers(self.actor.obs_normalizer, self.actor.act_normalizer)
+        load_bc(actor_state, (self.actor, self.actor_target), (self.critic, self.critic_target))
 
     def modules(self):
         return {"actor": self.actor, "actor_target": self.actor_target,

@@ -37,7 +37,7 @@ from typing import Literal
 
 import torch
 
-from flowft.algos.base import ActMode, Algorithm, check_finite
+from flowft.algos.base import ActMode, Algorithm, check_finite, load_bc
 from flowft.critics.ensemble import Aggregation, CriticConfig, CriticEnsemble, aggregate, polyak
 from flowft.critics.targets import chunk_returns, td_target
 from flowft.data.buffer import ReplayBuffer
@@ -125,9 +125,7 @@ class ResidualRL(Algorithm):
 
     def init_from_bc(self, actor_state: dict[str, torch.Tensor]) -> None:
         """Frozen base = BC weights; critics share its normalisers."""
-        self.base.load_state_dict(actor_state)
-        for c in (self.critic, self.critic_target):
-            c.copy_normalizers(self.base.obs_normalizer, self.base.act_normalizer)
+        load_bc(actor_state, (self.base,), (self.critic, self.critic_target))
 
     def modules(self):
         return {"actor": self.base, "residual": self.residual, "critic": self.critic,
