@@ -28,7 +28,12 @@ def test_every_preset_parses(algo, size, capsys):
         main(["train", algo, "--size", size, "--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    assert "--algo.group-size" in out and "--run.env-steps" in out
+    from dataclasses import fields
+
+    from flowft.registry import get_algorithm
+
+    knob = next(f.name for f in fields(get_algorithm(algo).cfg_cls) if f.name != "policy")
+    assert f"--algo.{knob.replace('_', '-')}" in out and "--run.env-steps" in out
 
 
 def test_preset_values_reach_the_config():
