@@ -1,0 +1,61 @@
+"""Numbers behind the paper-claim verdicts in docs/results.md, computed from run directories (config.json +
+metrics.csv, e.g. the copies under docs/results/runs/).
+
+    python benchmarks/claims.py docs/results/runs/cpu-small --methods ogpo-plus ogpo-plus-ca [--switch 2000]
+        [--window 4000]
+
+Per method label (the run dir's parent name, as `flowft report --label parent`) and over seeds:
+  start  = headline success at env step 0 (the BC policy),
+  dip    = start - min success over the evals in (switch, switch + window] (the drop after the offline->online
+           switch; 0 if it never falls below the start),
+  auc    = mean success over every eval (area under the learning curve / budget),
+  final  = success at the last eval.
+Each is given as mean ± sample std over seeds, with the per-seed values.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from flowft.bench.report import find_run_dirs, group_runs, load_run
+
+
+def claim_stats(run, switch: int, window: int) -> dict[str, float]:
+    steps, y = run.steps, run.success
+    start = float(y[steps == 0][0]) if (steps == 0).any() else float("nan")
+    early = y[(steps > switch) & (steps <= switch + window)]
+    dip = max(0.0, start - float(early.min())) if early.size else float("nan")
+    return {"start": start, "dip": dip, "auc": float(y.mean()), "final": float(y[-1])}
+
+
+def fmt(vals: list[float]) -> str:
+    a = np.array(vals, float)
+    sd = f" ± {a.std(ddof=1):.2f}" if len(a) > 1 else ""
+    return f"{a.mean():.2f}{sd} ({', '.join(f'{v:.2f}' for v in a)})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dirs", nargs="+")
+    ap.add_argument("--methods", nargs="+", required=True)
+    ap.add_argument("--switch", type=int, default=2000, help="env step of the first update (start_training)")
+    ap.add_argument("--window", type=int, default=4000)
+    args = ap.parse_args()
+    runs = [load_run(p, label="parent") for p in find_run_dirs([Path(d) for d in args.dirs])]
+    groups = group_runs([r for r in runs if r.method in args.methods])
+    print("| method | seeds | start | dip after the switch | mean success over evals | final |")
+    print("|---|---|---|---|---|---|")
+    for method in args.methods:
+        for (task, m), rs in groups.items():
+            if m != method:
+                continue
+            stats = [claim_stats(r, args.switch, args.window) for r in rs]
+            cols = [fmt([s[k] for s in stats]) for k in ("start", "dip", "auc", "final")]
+            print(f"| {task}/{m} | {len(rs)} | " + " | ".join(cols) + " |")
+
+
+if __name__ == "__main__":
+    main()
