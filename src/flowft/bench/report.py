@@ -202,7 +202,9 @@ def plot_curves(groups: dict[tuple[str, str], list[Run]], out: Path, title: str 
     import matplotlib.pyplot as plt
 
     tasks = list(dict.fromkeys(t for t, _ in groups))
-    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(5 * max(1, len(tasks)), 3.8), squeeze=False)
+    many = len({m for _, m in groups}) > 5  # crowded: wider panels, fainter bands, legend beside the panels
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=((7 if many else 5) * max(1, len(tasks)), 4.2),
+                             squeeze=False)
     for (task, method), runs in groups.items():
         ax, c = axes[0, tasks.index(task)], curve(runs)
         if not c.n:
@@ -211,12 +213,15 @@ def plot_curves(groups: dict[tuple[str, str], list[Run]], out: Path, title: str 
         ax.plot(c.steps, c.mean, "-o", ms=3, color=color, label=f"{method} (n={c.n})")
         if c.n > 1:
             ax.fill_between(c.steps, np.clip(c.mean - c.half, 0, 1), np.clip(c.mean + c.half, 0, 1), color=color,
-                            alpha=0.18, lw=0)
+                            alpha=0.07 if many else 0.18, lw=0)
     metrics = sorted({r.metric for runs in groups.values() for r in runs})
     for ax, task in zip(axes[0], tasks):
         ax.set(title=task, xlabel="environment steps", ylabel="success rate", ylim=(-0.02, 1.02))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if many:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        else:
+            ax.legend(fontsize=7)
     fig.suptitle(title or f"{', '.join(metrics)}: mean and 95 % t-interval over seeds", fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
