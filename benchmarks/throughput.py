@@ -6,7 +6,8 @@
 For each task it builds the preset's vector env (same num_envs and vectorization as training), warms the simulator
 up (robosuite's numba JIT makes the first few hundred steps ~10x slower), then times `--steps` env steps of the
 chunk collector with uniformly random action chunks: the simulator-alone rate. Then, for each algorithm, a real
-training run from the BC checkpoint (`--warmup` env steps before the first update, then updates at `--utd`) whose
+training run from the BC checkpoint (`--warmup` env steps before the first update, then full updates at `--utd`;
+a preset's critic-only warm-up is switched off so the actor step is timed too) whose
 throughput is read from the last log window of its metrics.csv (`time/sps_window`, `time/update_frac_window`,
 evaluation excluded). Both are measured in the same process, one after the other, so their ratio is comparable on
 a shared machine; the absolute numbers are not.
@@ -18,6 +19,7 @@ import argparse
 import csv
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +65,8 @@ def training(algo: str, task: str, bc: str, steps: int, warmup: int, utd: float,
                        env_steps=warmup + steps, start_training=warmup, utd=utd, eval_every=10 * (warmup + steps),
                        ckpt_every=10 * (warmup + steps), eval_episodes=1, eval_envs=1, eval_samplers=("ode",),
                        plot=False, threads=threads, save_buffer=False, log=LogConfig(log_every=warmup, progress=False))
+    if hasattr(cfg.algo, "critic_warmup"):  # time full updates (actor + critic), not the critic-only warm-up
+        cfg = replace(cfg, algo=replace(cfg.algo, critic_warmup=0))
     trainer = Trainer(cfg)
     trainer.run()
     with open(trainer.run_dir / "metrics.csv") as f:
