@@ -32,7 +32,8 @@ def test_suites_plan_and_filters(tmp_path, capsys):
     assert {"toy-smoke", "cpu-small", "cpu-lift", "cpu-full", "paper"} <= set(SUITES)
     small = runner.plan(SUITES["cpu-small"], tmp_path)
     cells = [j for j in small if j.kind == "train"]
-    assert len(cells) == 3 * len(algorithm_names()) and sum(j.kind == "bc" for j in small) == 3
+    n_methods = len(algorithm_names()) + len(SUITES["cpu-small"].variants)  # + the claim-ablation variants
+    assert len(cells) == 3 * n_methods and sum(j.kind == "bc" for j in small) == 3
     assert {j.spec["overrides"]["eval_episodes"] for j in cells} == {64}
     assert all(j.state == "new" and j.deps == [f"toy/bc/s{j.spec['seed']}"] for j in cells)
     full = runner.plan(SUITES["cpu-full"], tmp_path, only_tasks=("door",), seeds=(5,), only_algos=("ogpo",))
