@@ -26,3 +26,30 @@ def tiny_train_config(bc: Path, out: Path, algo: str = "ogpo-plus-ca", **run):
                 eval_episodes=8, eval_envs=4, ckpt_every=320, num_envs=4, plot=False, buffer_capacity=20_000)
     base.update(run)
     return train_preset(algo, "toy", "tiny", **base)
+
+
+def final_weights(run_dir: Path) -> dict:
+    """Weights of a run directory's latest checkpoint."""
+    from safetensors.torch import load_file
+
+    from flowft.utils.checkpoint import latest_checkpoint
+
+    return load_file(str(latest_checkpoint(run_dir) / "model.safetensors"))
+
+
+def full_and_resumed_runs(cfg, stop_at: int):
+    """The exact-resume experiment: an uninterrupted run ("full") and a run stopped right after its checkpoint at
+    `stop_at` ("part") then resumed to the budget. Returns (full, full's last eval, part, resumed) trainers/results;
+    callers compare final_weights(full.run_dir) with final_weights(part.run_dir)."""
+    from dataclasses import replace
+
+    from flowft.train.loop import Trainer
+
+    full = Trainer(replace(cfg, run=replace(cfg.run, run_name="full")))
+    last = full.run()
+    part = Trainer(replace(cfg, run=replace(cfg.run, run_name="part")))
+    part.run(stop_at=stop_at)
+    resumed = Trainer(replace(cfg, run=replace(cfg.run, run_name="part")), run_dir=part.run_dir, resume=True)
+    assert resumed.env_steps == stop_at, "resume starts from the interrupted run's last checkpoint"
+    resumed.run()
+    return full, last, part, resumed

@@ -7,12 +7,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from flowft.registry import algorithm_names, get_algorithm
-from flowft.train.loop import Trainer
-from flowft.utils.checkpoint import latest_checkpoint
-from helpers import make_bc_checkpoint, tiny_train_config
+from helpers import final_weights, full_and_resumed_runs, make_bc_checkpoint, tiny_train_config
 
 RUN = dict(env_steps=400, start_training=160, utd=1.0, ckpt_every=200, eval_every=10_000, eval_episodes=4)
 
@@ -20,10 +17,6 @@ RUN = dict(env_steps=400, start_training=160, utd=1.0, ckpt_every=200, eval_ever
 @pytest.fixture(scope="module")
 def bc(tmp_path_factory):
     return make_bc_checkpoint(tmp_path_factory.mktemp("bc_all"))
-
-
-def _weights(run_dir):
-    return load_file(str(latest_checkpoint(run_dir) / "model.safetensors"))
 
 
 # ogpo, ogpo-plus and ogpo-ca run the same code as ogpo-plus-ca with two flags off (advantage kind, BC weight),
@@ -37,21 +30,15 @@ def test_algorithm_trains_and_resumes_exactly(name, bc, tmp_path):
     cfg = tiny_train_config(bc, tmp_path, algo=name, **RUN)
     if get_algorithm(name).cls.on_policy:  # one rollout of 400 steps: small minibatches give a few hundred updates
         cfg = replace(cfg, algo=replace(cfg.algo, minibatch_size=25))
-    full = Trainer(replace(cfg, run=replace(cfg.run, run_name="full")))
-    res = full.run()
+    full, res, part, resumed = full_and_resumed_runs(cfg, stop_at=200)
     assert full.algo.grad_steps >= 200, "a few hundred updates"
     assert 0.0 <= res[f"eval/{get_algorithm(name).headline}/success"] <= 1.0
     header = (full.run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
     assert header[:2] == ["env_steps", "grad_steps"] and f"eval/{get_algorithm(name).headline}/success" in header
-    a = _weights(full.run_dir)
+    a = final_weights(full.run_dir)
     assert all(torch.isfinite(v).all() for v in a.values() if v.is_floating_point())
 
-    part = Trainer(replace(cfg, run=replace(cfg.run, run_name="part")))
-    part.run(stop_at=200)
-    resumed = Trainer(replace(cfg, run=replace(cfg.run, run_name="part")), run_dir=part.run_dir, resume=True)
-    assert resumed.env_steps == 200
-    resumed.run()
-    b = _weights(part.run_dir)
+    b = final_weights(part.run_dir)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), f"{name}: {k} differs after resume"

@@ -6,14 +6,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from flowft.algos.dsrl import DSRL, dsrl_config
 from flowft.data.buffer import ReplayBuffer
 from flowft.deploy import load_bc_actor
 from flowft.train.loop import Trainer
-from flowft.utils.checkpoint import latest_checkpoint
-from helpers import make_bc_checkpoint, tiny_train_config
+from helpers import final_weights, full_and_resumed_runs, make_bc_checkpoint, tiny_train_config
 
 DO, DA, H = 6, 2, 4
 DIMS = {"obs_dim": DO, "act_dim": DA, "chunk_len": H}
@@ -142,19 +140,13 @@ def test_bad_config_is_rejected():
 
 def test_toy_run_and_bit_identical_resume(bc, tmp_path):
     cfg = tiny_train_config(bc, tmp_path, algo="dsrl")
-    full = Trainer(replace(cfg, run=replace(cfg.run, run_name="full")))
-    full.run()
+    full, _, part, resumed = full_and_resumed_runs(cfg, stop_at=320)
     assert full.algo.grad_steps > 0
     bc_state = load_bc_actor(bc, DIMS, cfg.algo.policy)
     for n, t in full.algo.actor.state_dict().items():
         assert torch.equal(t, bc_state[n]), n  # the flow policy never moves
-    part = Trainer(replace(cfg, run=replace(cfg.run, run_name="part")))
-    part.run(stop_at=320)
     assert part.algo.grad_steps > 0
-    resumed = Trainer(replace(cfg, run=replace(cfg.run, run_name="part")), run_dir=part.run_dir, resume=True)
-    resumed.run()
-    a = load_file(str(latest_checkpoint(full.run_dir) / "model.safetensors"))
-    b = load_file(str(latest_checkpoint(part.run_dir) / "model.safetensors"))
+    a, b = final_weights(full.run_dir), final_weights(part.run_dir)
     assert a.keys() == b.keys() and any(k.startswith("noise_critic") for k in a)
     for k in a:
         assert torch.isfinite(a[k]).all(), k

@@ -6,16 +6,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from flowft.algos.expo import EXPO, expo_config
 from flowft.critics.ensemble import polyak
 from flowft.data.buffer import ReplayBuffer
 from flowft.train.loop import Trainer
-from flowft.utils.checkpoint import latest_checkpoint
 from flowft.utils.schedules import restarting_warmup_cosine
-from helpers import make_bc_checkpoint, tiny_train_config
+from helpers import final_weights, full_and_resumed_runs, make_bc_checkpoint, tiny_train_config
 
 DO, DA, H = 6, 2, 4
 
@@ -181,16 +179,10 @@ def bc(tmp_path_factory):
 
 def test_toy_smoke_and_bit_identical_resume(bc, tmp_path):
     cfg = tiny_train_config(bc, tmp_path, algo="expo")
-    full = Trainer(replace(cfg, run=replace(cfg.run, run_name="full")))
-    full.run()
+    full, _, part, resumed = full_and_resumed_runs(cfg, stop_at=320)
     assert full.algo.grad_steps > 50
-    part = Trainer(replace(cfg, run=replace(cfg.run, run_name="part")))
-    part.run(stop_at=320)
     assert part.algo.grad_steps > 0
-    resumed = Trainer(replace(cfg, run=replace(cfg.run, run_name="part")), run_dir=part.run_dir, resume=True)
-    resumed.run()
-    a = load_file(str(latest_checkpoint(full.run_dir) / "model.safetensors"))
-    b = load_file(str(latest_checkpoint(part.run_dir) / "model.safetensors"))
+    a, b = final_weights(full.run_dir), final_weights(part.run_dir)
     assert a.keys() == b.keys() and any(k.startswith("edit") for k in a) and any(k.startswith("temperature") for k in a)
     for k in a:
         assert torch.isfinite(a[k]).all(), k

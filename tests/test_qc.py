@@ -5,15 +5,12 @@ from dataclasses import replace
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from flowft.algos.qc import QC, QCConfig, qc_config
 from flowft.data.buffer import ReplayBuffer
-from flowft.train.loop import Trainer
 from flowft.types import ChunkBatch
-from flowft.utils.checkpoint import latest_checkpoint
-from helpers import make_bc_checkpoint, tiny_train_config
+from helpers import final_weights, full_and_resumed_runs, make_bc_checkpoint, tiny_train_config
 
 OBS, DA, H = 6, 2, 4
 
@@ -202,18 +199,12 @@ def bc(tmp_path_factory):
 @pytest.mark.parametrize("algo", ["qc", "bon-sft"])
 def test_toy_smoke_and_bit_identical_resume(bc, tmp_path, algo):
     cfg = tiny_train_config(bc, tmp_path, algo=algo)
-    full = Trainer(replace(cfg, run=replace(cfg.run, run_name="full")))
-    out = full.run()
+    full, out, part, resumed = full_and_resumed_runs(cfg, stop_at=320)
     assert all(torch.isfinite(torch.tensor(v)) for k, v in out.items() if k.endswith(("/success", "/return")))
     assert not (full.run_dir / "DIVERGED.txt").exists()  # update() checks every loss is finite
     assert full.algo.grad_steps > 100
-    part = Trainer(replace(cfg, run=replace(cfg.run, run_name="part")))
-    part.run(stop_at=320)
     assert part.algo.grad_steps > 0
-    resumed = Trainer(replace(cfg, run=replace(cfg.run, run_name="part")), run_dir=part.run_dir, resume=True)
-    resumed.run()
-    a = load_file(str(latest_checkpoint(full.run_dir) / "model.safetensors"))
-    b = load_file(str(latest_checkpoint(part.run_dir) / "model.safetensors"))
+    a, b = final_weights(full.run_dir), final_weights(part.run_dir)
     assert a.keys() == b.keys() and any(k.startswith("critic_target") for k in a)
     for k in a:
         assert torch.equal(a[k], b[k]), k

@@ -13,8 +13,7 @@ from safetensors.torch import load_file
 from flowft.algos.residual import ResidualRL, progressive_prob, residual_config
 from flowft.data.buffer import ReplayBuffer
 from flowft.train.loop import Trainer
-from flowft.utils.checkpoint import latest_checkpoint
-from helpers import make_bc_checkpoint, tiny_train_config
+from helpers import final_weights, full_and_resumed_runs, make_bc_checkpoint, tiny_train_config
 
 OBS, ACT, H = 6, 2, 4
 
@@ -143,23 +142,14 @@ def bc(tmp_path_factory):
     return make_bc_checkpoint(tmp_path_factory.mktemp("bc"))
 
 
-def final_weights(run_dir):
-    return load_file(str(latest_checkpoint(run_dir) / "model.safetensors"))
-
-
 def test_toy_smoke_and_bit_identical_resume(bc, tmp_path):
     cfg = tiny_train_config(bc, tmp_path, algo="residual")
-    full = Trainer(replace(cfg, run=replace(cfg.run, run_name="full")))
-    last = full.run()
+    full, last, part, resumed = full_and_resumed_runs(cfg, stop_at=320)
     assert "eval/ode/success" in last and all(math.isfinite(v) for v in last.values())
     bc_actor = {k: v for k, v in load_file(str(bc / "model.safetensors")).items() if k.startswith("actor.")}
     ws = final_weights(full.run_dir)
     assert bc_actor and all(torch.equal(ws[k], v) for k, v in bc_actor.items())  # the base stayed the BC policy
-    part = Trainer(replace(cfg, run=replace(cfg.run, run_name="part")))
-    part.run(stop_at=320)
     assert part.algo.grad_steps > 0
-    resumed = Trainer(replace(cfg, run=replace(cfg.run, run_name="part")), run_dir=part.run_dir, resume=True)
-    resumed.run()
     a, b = final_weights(full.run_dir), final_weights(part.run_dir)
     assert a.keys() == b.keys()
     for k in a:
