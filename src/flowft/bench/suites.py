@@ -139,10 +139,19 @@ SUITES: dict[str, Suite] = {
             "64 episodes of the headline sampler at the start and the end (Lift evaluation dominates the wall time), "
             "3 seeds (use --seeds 0 for one)",
             tasks=("lift",), seeds=(0, 1, 2),
-            algorithms=("ogpo-plus-ca", "dppo", "dsrl", "qc", "bon-sft", "expo", "residual", "ogpo-bptt",
-                        "ogpo-awr-fm", "ogpo-fpo", "ogpo-awr"),
+            algorithms=("ogpo-plus-ca", "ogpo", "ogpo-plus", "dppo", "dsrl", "qc", "bon-sft", "expo", "residual",
+                        "ogpo-bptt", "ogpo-awr-fm", "ogpo-fpo", "ogpo-awr"),
             budget=Budget(env_steps=12_000, eval_every=12_000, eval_episodes=64, eval_envs=8),
             bc=BCStage(demo_episodes=100), headline_only=True,
+        ),
+        Suite(
+            "cpu-can-door", "robosuite Can and Adroit door with the cpu-lift budget: the issue-6 methods (OGPO, OGPO+, "
+            "OGPO+CA, DPPO, DSRL, QC, EXPO, residual) from the same clipped BC checkpoint per task and seed, 12k env "
+            "steps, 64 episodes of the headline sampler at the start and the end, 3 seeds (use --seeds 0 for one)",
+            tasks=("can", "door"), seeds=(0, 1, 2),
+            algorithms=("ogpo-plus-ca", "ogpo", "ogpo-plus", "dppo", "dsrl", "qc", "expo", "residual"),
+            budget=Budget(env_steps=12_000, eval_every=12_000, eval_episodes=64, eval_envs=8),
+            task_bc={"can": BCStage(demo_episodes=100)}, headline_only=True,
         ),
         Suite(
             "cpu-full", "toy, Lift, Can, Adroit door: every registered algorithm x 3 seeds at the CPU preset budgets "
