@@ -1,7 +1,7 @@
 """Throughput benchmark (issue 6): simulator-alone env steps/s vs end-to-end training env steps/s, in one run.
 
     python benchmarks/throughput.py --task lift --algos ogpo-plus-ca dsrl --bc-checkpoint BC_DIR [--utd 0.25]
-        [--steps 2000] [--warmup 400] [--threads 1] [--out docs/results/throughput.csv]
+        [--steps 2000] [--warmup 400] [--threads 1] [--overlap off on] [--out docs/results/throughput.csv]
 
 For each task it builds the preset's vector env (same num_envs and vectorization as training), warms the simulator
 up (robosuite's numba JIT makes the first few hundred steps ~10x slower), then times `--steps` env steps of the
@@ -9,7 +9,8 @@ chunk collector with uniformly random action chunks: the simulator-alone rate. T
 training run from the BC checkpoint (`--warmup` env steps before the first update, then full updates at `--utd`;
 a preset's critic-only warm-up is switched off so the actor step is timed too) whose
 throughput is read from the last log window of its metrics.csv (`time/sps_window`, `time/update_frac_window`,
-evaluation excluded). Both are measured in the same process, one after the other, so their ratio is comparable on
+evaluation excluded), once per `--overlap` setting (run.overlap_updates: updates while the envs step). All are
+measured in the same process, one after the other, so their ratio is comparable on
 a shared machine; the absolute numbers are not.
 """
 
@@ -58,13 +59,15 @@ def simulator_alone(task_name: str, num_envs: int, steps: int, warmup: int, seed
         venv.close()
 
 
-def training(algo: str, task: str, bc: str, steps: int, warmup: int, utd: float, threads: int, out: Path) -> dict:
+def training(algo: str, task: str, bc: str, steps: int, warmup: int, utd: float, threads: int, out: Path,
+             overlap: bool = False) -> dict:
     """End-to-end env steps/s and learner share of the last log window of a short real training run."""
     # log windows of `warmup` env steps: the last one lies entirely in the training phase (steps % warmup == 0)
-    cfg = train_preset(algo, task, "tiny", bc_checkpoint=bc, out_dir=str(out), run_name=f"{algo}-{task}",
+    cfg = train_preset(algo, task, "tiny", bc_checkpoint=bc, out_dir=str(out), run_name=f"{algo}-{task}-{overlap}",
                        env_steps=warmup + steps, start_training=warmup, utd=utd, eval_every=10 * (warmup + steps),
                        ckpt_every=10 * (warmup + steps), eval_episodes=1, eval_envs=1, eval_samplers=("ode",),
-                       plot=False, threads=threads, save_buffer=False, log=LogConfig(log_every=warmup, progress=False))
+                       plot=False, threads=threads, save_buffer=False,
+                       overlap_updates=overlap, log=LogConfig(log_every=warmup, progress=False))
     if hasattr(cfg.algo, "critic_warmup"):  # time full updates (actor + critic), not the critic-only warm-up
         cfg = replace(cfg, algo=replace(cfg.algo, critic_warmup=0))
     trainer = Trainer(cfg)
@@ -85,6 +88,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--warmup", type=int, default=400)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--overlap", nargs="+", choices=["off", "on"], default=["off", "on"],
+                    help="run.overlap_updates settings to time")
     ap.add_argument("--out", default=None, help="append rows to this CSV")
     args = ap.parse_args()
     if args.steps % args.warmup:
@@ -97,13 +102,15 @@ def main() -> None:
              "update_frac": 0.0, "fraction_of_sim": 1.0}]
     with tempfile.TemporaryDirectory() as tmp:
         for algo in args.algos:
-            r = training(algo, args.task, args.bc_checkpoint, args.steps, args.warmup, args.utd, args.threads,
-                         Path(tmp))
-            rows.append({"task": args.task, "method": algo, "utd": args.utd, "num_envs": r["num_envs"],
-                         "sps": round(r["sps"], 1), "update_frac": round(r["update_frac"], 3),
-                         "fraction_of_sim": round(r["sps"] / sim, 3)})
-            print(f"{algo}: {r['sps']:.0f} env steps/s = {r['sps'] / sim:.1%} of the simulator alone "
-                  f"(learner {r['update_frac']:.0%} of wall time, {r['updates']} updates)")
+            for ov in args.overlap:
+                r = training(algo, args.task, args.bc_checkpoint, args.steps, args.warmup, args.utd, args.threads,
+                             Path(tmp), overlap=ov == "on")
+                method = algo + ("+overlap" if ov == "on" else "")
+                rows.append({"task": args.task, "method": method, "utd": args.utd, "num_envs": r["num_envs"],
+                             "sps": round(r["sps"], 1), "update_frac": round(r["update_frac"], 3),
+                             "fraction_of_sim": round(r["sps"] / sim, 3)})
+                print(f"{method}: {r['sps']:.0f} env steps/s = {r['sps'] / sim:.1%} of the simulator alone "
+                      f"(learner {r['update_frac']:.0%} of wall time, {r['updates']} updates)")
     if args.out:
         path = Path(args.out)
         new = not path.exists()

@@ -45,6 +45,10 @@ class RunConfig:
     threads: int | None = None
     """torch.set_num_threads; default: torch's choice."""
     vectorization: Literal["auto", "sync", "async"] = "auto"
+    overlap_updates: bool = False
+    """Off-policy: run each step's updates while the envs step (AsyncVectorEnv workers), instead of after. The
+    updates then lag the buffer by one env step; on-policy algorithms ignore it. Off by default so that the
+    published runs (docs/results.md) stay reproducible; measured speed-up in docs/results.md (throughput)."""
     plot: bool = True
     """Write a learning-curve PNG (plots/learning_curve.png) at every eval."""
     log: LogConfig = field(default_factory=LogConfig)

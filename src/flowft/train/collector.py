@@ -42,6 +42,8 @@ class ChunkCollector:
         self.qpos = np.full(self.N, chunk_len)  # H = empty
         self.ep_ret = np.zeros(self.N)
         self.ep_len = np.zeros(self.N, np.int64)
+        self._async = hasattr(venv, "step_async")  # gymnasium >= 1.0: only AsyncVectorEnv splits its step
+        self._pending: tuple[np.ndarray, np.ndarray] | None = None  # (new_chunk [N], actions [N, Da]) in flight
 
     def start(self, obs: np.ndarray) -> None:
         self.obs = np.asarray(obs, np.float32)
@@ -50,7 +52,16 @@ class ChunkCollector:
         self.ep_len[:] = 0
 
     def step(self, act_fn: ActFn) -> StepResult:
-        need = self.qpos >= self.H
+        self.step_async(act_fn)
+        return self.step_wait()
+
+    def step_async(self, act_fn: ActFn) -> None:
+        """Decide this step's actions (new chunks where needed) and send them to the envs. An AsyncVectorEnv
+        steps in its worker processes until `step_wait`, so the caller can run updates meanwhile; a sync env
+        steps inside `step_wait`."""
+        if self._pending is not None:
+            raise RuntimeError("ChunkCollector.step_async called twice without step_wait")
+        need = self.qpos >= self.H  # [N] bool
         if need.any():
             chunk = act_fn(torch.as_tensor(self.obs[need], device=self.device))
             if tuple(chunk.shape[1:]) != (self.H, self.act_dim):
@@ -60,7 +71,16 @@ class ChunkCollector:
             self.qpos[need] = 0
         actions = self.queue[np.arange(self.N), self.qpos].copy()  # [N, Da]
         self.qpos += 1
-        obs_next, rew, term, trunc, info = self.venv.step(actions)
+        if self._async:
+            self.venv.step_async(actions)
+        self._pending = (need, actions)
+
+    def step_wait(self) -> StepResult:
+        if self._pending is None:
+            raise RuntimeError("ChunkCollector.step_wait called without step_async")
+        need, actions = self._pending
+        self._pending = None
+        obs_next, rew, term, trunc, info = self.venv.step_wait() if self._async else self.venv.step(actions)
         term, trunc = np.asarray(term, bool), np.asarray(trunc, bool)
         done = term | trunc
         next_obs, success = step_outcome(info, done, np.asarray(obs_next, np.float32))

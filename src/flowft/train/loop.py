@@ -121,17 +121,36 @@ class Trainer:
         chunk, self._extras = self.algo.act_rollout(obs)
         return chunk
 
-    def _collect(self) -> list[dict]:
-        """One env step of every env into the replay buffer or the rollout; returns finished episodes."""
+    def _store(self, res) -> list[dict]:
+        """One env step of every env into the rollout or the replay buffer; returns finished episodes."""
         if self.on_policy:
-            self._extras = None
-            res = self.collector.step(self._act_rollout)
             self.rollout.add(res, self._extras)
         else:
-            res = self.collector.step(lambda o: self.algo.act(o, "explore"))
             self.buffer.add_batch(res.obs, res.actions, res.rewards, res.terminated, res.truncated,
                                   res.next_obs, res.success)
         return res.finished
+
+    def _step_and_train(self, train_stats: dict[str, list[float]]) -> float:
+        """One env step of every env, then the updates it pays for; returns the seconds spent updating.
+        With run.overlap_updates (off-policy only) the updates run while an AsyncVectorEnv's workers step, so they
+        sample a buffer without this step's N transitions (one env step stale); the order is the same for sync
+        envs, so a run does not depend on the vectorization."""
+        r = self.cfg.run
+        overlap = r.overlap_updates and not self.on_policy
+        self._extras = None
+        self.collector.step_async(self._act_rollout if self.on_policy else (lambda o: self.algo.act(o, "explore")))
+        self.env_steps += r.num_envs
+        t_update = 0.0
+        if overlap:
+            tu = time.perf_counter()
+            self._train(train_stats)
+            t_update = time.perf_counter() - tu
+        self.recent = (self.recent + self._store(self.collector.step_wait()))[-200:]
+        if not overlap:
+            tu = time.perf_counter()
+            self._train(train_stats)
+            t_update = time.perf_counter() - tu
+        return t_update
 
     def _train(self, train_stats: dict[str, list[float]]) -> None:
         r = self.cfg.run
@@ -176,12 +195,8 @@ class Trainer:
         ckpt_due = False
         try:
             while self.env_steps < r.env_steps:
-                self.recent = (self.recent + self._collect())[-200:]
-                self.env_steps += r.num_envs
+                t_update += self._step_and_train(train_stats)
                 bar.update(r.num_envs)
-                tu = time.perf_counter()
-                self._train(train_stats)
-                t_update += time.perf_counter() - tu
                 crossed = lambda every: self.env_steps % every < r.num_envs  # noqa: E731
                 if crossed(r.log.log_every) or crossed(r.eval_every):
                     row = {f"train/{k}": float(np.mean(v)) for k, v in train_stats.items()}
