@@ -1,6 +1,6 @@
 """run.overlap_updates: updates run while the envs step. Known answers: each update sees exactly the buffer of
 the previous env step (N transitions fewer than without overlap), the run is the same for sync and async envs,
-off = the old order, and resume stays bit-identical."""
+off = the old order, and resume stays bit-identical. Also the loop's logged evaluation time."""
 
 from dataclasses import replace
 
@@ -80,3 +80,14 @@ def test_collector_rejects_unpaired_async_calls():
     res = col.step_wait()  # the pair completes: one env step of the zero chunk
     assert res.actions.shape == (2, 2) and not res.actions.any()
     venv.close()
+
+
+def test_logged_eval_seconds_include_the_rows_own_eval(bc, tmp_path):
+    import csv
+
+    cfg = tiny_train_config(bc, tmp_path, eval_every=320, run_name="timing")
+    Trainer(cfg).run()
+    rows = [r for r in csv.DictReader((tmp_path / "timing" / "metrics.csv").open()) if r.get("time/eval_s")]
+    evals = {int(r["env_steps"]): float(r["time/eval_s"]) for r in rows if r.get("eval/ode/success")}
+    assert sorted(evals) == [320, 640]
+    assert 0 < evals[320] < evals[640], evals  # cumulative, each row counting its own evaluation

@@ -265,13 +265,12 @@ def markdown_tables(summary: list[dict], through: list[dict], thresholds) -> str
             cells += [_fmt_pm(r["final_mean"], r["final_ci95"]), _fmt_steps(r["final_step"])]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["### Throughput", "", "| task | method | runs | env steps/s | learner share | eval s |",
-              "|---|---|---|---|---|---|"]
+    # evaluation seconds stay in throughput.csv only: runs logged time/eval_s before their row's own eval
+    lines += ["### Throughput", "", "| task | method | runs | env steps/s | learner share |", "|---|---|---|---|---|"]
     for r in through:
         sps = "—" if not math.isfinite(r["sps_mean"]) else f"{r['sps_mean']:.0f}"
         frac = "—" if not math.isfinite(r["update_frac_mean"]) else f"{r['update_frac_mean']:.2f}"
-        ev = "—" if not math.isfinite(r["eval_s_mean"]) else f"{r['eval_s_mean']:.1f}"
-        lines.append(f"| {r['task']} | {r['method']} | {r['n_runs']} | {sps} | {frac} | {ev} |")
+        lines.append(f"| {r['task']} | {r['method']} | {r['n_runs']} | {sps} | {frac} |")
     return "\n".join(lines) + "\n"
 
 

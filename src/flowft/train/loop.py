@@ -213,6 +213,7 @@ class Trainer:
                         te = time.perf_counter()
                         last_eval, last_eval_step = self.evaluate_now(), self.env_steps
                         t_eval += time.perf_counter() - te
+                        row["time/eval_s"] = t_eval  # in-loop evaluation seconds so far, this eval included
                         row.update(last_eval)
                         print(summary_line(row, self.env_steps), file=sys.stderr)
                         if r.plot:
