@@ -152,6 +152,8 @@ def fake_runs(tmp_path):
     # qc's headline sampler is bon: its ode column must not be used
     _fake_run(tmp_path, "qc", 0, steps, {"eval/ode/success": [1.0] * 4, "eval/bon/success": [0.3, 0.2, 0.55, 0.6]})
     _fake_run(tmp_path, "dppo", 0, steps[:3], {"eval/ode/success": [0.4, 0.3, 0.2]})
+    # a start already >= 0.5 does not count as reaching 0.5: the first later eval >= 0.5 does
+    _fake_run(tmp_path, "residual", 0, steps, {"eval/ode/success": [0.6, 0.4, 0.55, 0.45]})
     aborted = _fake_run(tmp_path, "dppo", 7, steps, {"eval/ode/success": [0.9] * 4})  # moved aside: ignored
     aborted.rename(aborted.with_name("s7.aborted-20260101-000000"))
     bc = tmp_path / "toy" / "bc" / "s0"  # a BC run dir: ignored
@@ -165,7 +167,8 @@ def test_report_known_values(fake_runs, tmp_path):
     out = tmp_path / "rep"
     assert main(["report", str(fake_runs / "toy"), "--out", str(out)]) == 0
     rows = {r["method"]: r for r in csv.DictReader((out / "summary.csv").open())}
-    assert set(rows) == {"ogpo", "qc", "dppo"}
+    assert set(rows) == {"ogpo", "qc", "dppo", "residual"}
+    assert float(rows["residual"]["steps_to_0.5_mean"]) == 2000 and rows["residual"]["steps_to_0.5_reached"] == "1"
     o = rows["ogpo"]
     assert o["n_seeds"] == "3" and float(o["start_mean"]) == pytest.approx(0.4)
     assert float(o["steps_to_0.5_mean"]) == pytest.approx(4000 / 3) and o["steps_to_0.5_reached"] == "3"
@@ -187,11 +190,11 @@ def test_report_known_values(fake_runs, tmp_path):
     thr = {r["method"]: r for r in csv.DictReader((out / "throughput.csv").open())}
     assert float(thr["ogpo"]["sps_mean"]) == pytest.approx((120 + 130 + 140) / 3)
     assert float(thr["ogpo"]["update_frac_mean"]) == pytest.approx(0.4)
-    assert "| toy | ogpo | 3 | 130 | 0.40 | — |" in md
+    assert "| toy | ogpo | 3 | 130 | 0.40 |" in md
     curves = [r for r in csv.DictReader((out / "curves.csv").open()) if r["method"] == "ogpo"]
     assert [float(r["mean"]) for r in curves] == pytest.approx([0.4, 0.466667, 0.783333, 0.883333], abs=1e-5)
     assert float(curves[0]["ci95_high"]) == pytest.approx(0.4)  # zero spread at step 0
-    assert len(list(csv.DictReader((out / "runs.csv").open()))) == 5  # the BC dir is not a run
+    assert len(list(csv.DictReader((out / "runs.csv").open()))) == 6  # the BC dir is not a run
     assert (out / "curves.png").stat().st_size > 0
 
 
@@ -203,7 +206,7 @@ def test_curve_truncates_to_common_steps_and_colours_are_fixed(fake_runs, tmp_pa
     both = report.plot_curves(report.group_runs(runs), tmp_path / "a.png")
     only = report.plot_curves(report.group_runs([r for r in runs if r.algo == "ogpo"]), tmp_path / "b.png")
     assert both["ogpo"] == only["ogpo"] == report.METHOD_COLORS["ogpo"]
-    assert len(set(both.values())) == 3
+    assert len(set(both.values())) == 4
     names = algorithm_names()
     assert len({report.method_color(n) for n in names}) == len(names)  # registered methods never share a colour
     # unknown names: crc32 of the name (known answer), so the colour never depends on Python's salted hash()
