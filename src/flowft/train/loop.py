@@ -121,14 +121,14 @@ class Trainer:
         chunk, self._extras = self.algo.act_rollout(obs)
         return chunk
 
-    def _store(self, res) -> list[dict]:
-        """One env step of every env into the rollout or the replay buffer; returns finished episodes."""
+    def _store(self, res) -> None:
+        """One env step of every env into the rollout or the replay buffer; keeps the recent finished episodes."""
         if self.on_policy:
             self.rollout.add(res, self._extras)
         else:
             self.buffer.add_batch(res.obs, res.actions, res.rewards, res.terminated, res.truncated,
                                   res.next_obs, res.success)
-        return res.finished
+        self.recent = (self.recent + res.finished)[-200:]
 
     def _step_and_train(self, train_stats: dict[str, list[float]]) -> float:
         """One env step of every env, then the updates it pays for; returns the seconds spent updating.
@@ -140,16 +140,13 @@ class Trainer:
         self._extras = None
         self.collector.step_async(self._act_rollout if self.on_policy else (lambda o: self.algo.act(o, "explore")))
         self.env_steps += r.num_envs
-        t_update = 0.0
-        if overlap:
-            tu = time.perf_counter()
-            self._train(train_stats)
-            t_update = time.perf_counter() - tu
-        self.recent = (self.recent + self._store(self.collector.step_wait()))[-200:]
         if not overlap:
-            tu = time.perf_counter()
-            self._train(train_stats)
-            t_update = time.perf_counter() - tu
+            self._store(self.collector.step_wait())
+        tu = time.perf_counter()
+        self._train(train_stats)
+        t_update = time.perf_counter() - tu
+        if overlap:
+            self._store(self.collector.step_wait())
         return t_update
 
     def _train(self, train_stats: dict[str, list[float]]) -> None:
