@@ -266,3 +266,29 @@ def test_report_method_filter_and_ratio_metric(tmp_path):
     assert ("toy", "dppo") not in report.metric_means(groups, "train/a:train/b")  # never logged
     with pytest.raises(ValueError, match=r"--methods \['qc'\]"):
         report.write_report([tmp_path / "runs"], out, methods=("qc",))
+
+
+def test_report_records_inputs_and_verify_detects_edits(fake_runs, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(fake_runs)  # run dirs under the working directory are written relative to it
+    out = tmp_path / "rep"
+    assert main(["report", "toy", "--out", str(out), "--methods", "ogpo", "qc", "--metrics", "time/sps"]) == 0
+    inputs = json.loads((out / "report.json").read_text())
+    assert inputs == {"dirs": ["toy"], "sampler": "headline", "label": "algo", "thresholds": [0.5, 0.8, 0.9],
+                      "title": "", "methods": ["ogpo", "qc"], "metrics": ["time/sps"]}
+    rows = list(csv.DictReader((out / "runs.csv").open()))
+    assert [r["run_dir"] for r in rows] == ["toy/ogpo/s0", "toy/ogpo/s1", "toy/ogpo/s2", "toy/qc/s0"]
+    assert "![time/sps](time_sps.png)" in (out / "report.md").read_text()  # caption = the metric name
+    assert main(["report", str(out), "--verify"]) == 0
+    assert "reproduced" in capsys.readouterr().out
+    # a hand-edited number and an edited run's metrics.csv are both caught
+    summary = (out / "summary.csv").read_text()
+    (out / "summary.csv").write_text(summary.replace("0.8833333333", "0.9833333333"))
+    assert main(["report", str(out), "--verify"]) == 1
+    assert "summary.csv: differs" in capsys.readouterr().out
+    (out / "summary.csv").write_text(summary)
+    m = fake_runs / "toy" / "qc" / "s0" / "metrics.csv"
+    m.write_text(m.read_text().replace("0.6", "0.7"))
+    assert report.verify_report(out) and main(["report", str(out), "--verify"]) == 1
+    # a directory that no report wrote is a clear error, not a pass
+    assert main(["report", str(tmp_path), "--verify"]) == 2
+    assert "no report.json" in capsys.readouterr().err

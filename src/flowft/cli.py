@@ -210,6 +210,20 @@ class ReportArgs:
     metrics: tuple[str, ...] = ()
     """Extra figures: the seed-mean of these logged metrics vs env steps (e.g. train/actor/var_along_gradq;
     `A:B` = the ratio A/B)."""
+    verify: bool = False
+    """Treat the positional directories as existing report dirs: rebuild each from its report.json (the inputs it
+    was made with; paths relative to the working directory) and compare the CSVs. Exit 1 if any differs."""
+
+
+def _verify_reports(dirs: tuple[str, ...]) -> int:
+    from flowft.bench.report import verify_report
+
+    bad = 0
+    for d in dirs:
+        problems = verify_report(Path(d))
+        bad += bool(problems)
+        print(f"{d}: " + ("reproduced (every CSV identical)" if not problems else "\n  ".join(["DIFFERS", *problems])))
+    return 1 if bad else 0
 
 
 def cmd_report(argv: list[str]) -> int:
@@ -218,6 +232,8 @@ def cmd_report(argv: list[str]) -> int:
     args = tyro.cli(ReportArgs, args=argv, prog="flowft report",
                     description="Learning curves and tables (PNG + CSV + Markdown) from run directories.")
     try:
+        if args.verify:
+            return _verify_reports(args.run_dirs)
         out = write_report([Path(d) for d in args.run_dirs], Path(args.out), args.sampler, args.label,
                            args.thresholds, args.title, args.methods, args.metrics)
     except ValueError as err:

@@ -15,7 +15,11 @@ Statistics (over seeds, n = number of runs in the group):
   `time/update_frac` (learner share of the training wall time); mean over runs.
 
 Outputs in OUT: curves.png, curves.csv, summary.csv (one row per task x method, with the run dirs used), runs.csv
-(one row per run dir), throughput.csv, report.md.
+(one row per run dir), throughput.csv, report.md, and report.json (the inputs: run-dir roots, sampler, label,
+thresholds, methods, metrics). Run dirs are written relative to the working directory when they lie under it, so a
+report made from the repository root names paths that exist in any checkout. `verify_report(OUT)` regenerates a
+report from its report.json and lists every CSV that differs (`flowft report --verify OUT`; tests/test_results.py
+runs it on every report under docs/results/).
 """
 
 from __future__ import annotations
@@ -103,6 +107,12 @@ def find_run_dirs(dirs: list[Path]) -> list[Path]:
     return sorted(found)
 
 
+def shown(path: Path) -> str:
+    """`path` relative to the working directory when it lies under it (portable across checkouts), else absolute."""
+    path, cwd = Path(path).resolve(), Path.cwd().resolve()
+    return str(path.relative_to(cwd)) if path.is_relative_to(cwd) else str(path)
+
+
 def headline(algo: str) -> str:
     from flowft.registry import get_algorithm
 
@@ -180,7 +190,7 @@ def summarize(key: tuple[str, str], runs: list[Run], thresholds) -> dict:
     row["final_step"] = float(c.steps[-1]) if c.n else math.nan
     row["final_mean"] = float(c.mean[-1]) if c.n else math.nan
     row["final_ci95"] = float(c.half[-1]) if c.n else math.nan
-    row["run_dirs"] = ";".join(str(r.path) for r in runs)
+    row["run_dirs"] = ";".join(shown(r.path) for r in runs)
     return row
 
 
@@ -190,7 +200,7 @@ def throughput(key: tuple[str, str], runs: list[Run]) -> dict:
             "sps_mean": mean(np.array([r.sps for r in runs])),
             "update_frac_mean": mean(np.array([r.update_frac for r in runs])),
             "eval_s_mean": mean(np.array([r.eval_s for r in runs])),
-            "run_dirs": ";".join(str(r.path) for r in runs)}
+            "run_dirs": ";".join(shown(r.path) for r in runs)}
 
 
 # ------------------------------------------------------------------------------------------------ outputs
@@ -279,7 +289,7 @@ def _runs_rows(groups, thresholds) -> list[dict]:
     rows = []
     for runs in groups.values():
         for r in runs:
-            row = {"run_dir": str(r.path), "task": r.task, "method": r.method, "algo": r.algo, "seed": r.seed,
+            row = {"run_dir": shown(r.path), "task": r.task, "method": r.method, "algo": r.algo, "seed": r.seed,
                    "metric": r.metric, "n_evals": len(r.steps),
                    "last_step": float(r.steps[-1]) if len(r.steps) else math.nan,
                    "final_success": float(r.success[-1]) if len(r.steps) else math.nan}
@@ -360,13 +370,45 @@ def write_report(dirs: list[Path], out: Path, sampler: str = "headline", label: 
         _write_csv(out / name, rows)
     plot_curves(groups, out / "curves.png", title)
     extra = [plot_metric(groups, key, out / f"{key.replace('/', '_').replace(':', '_over_')}.png") for key in metrics]
-    metrics = ", ".join(sorted({r.metric for r in runs}))
+    curve_metrics = ", ".join(sorted({r.metric for r in runs}))
     md = [f"# {title or 'flowft report'}", "",
-          f"{len(runs)} run directories under {', '.join(map(str, dirs))} (listed in `runs.csv`; `summary.csv` "
-          f"names the runs behind every row). Metric: {metrics} (sampler: {sampler}). Mean over seeds with a 95 % "
+          f"{len(runs)} run directories under {', '.join(shown(Path(d)) for d in dirs)} (listed in `runs.csv`; `summary.csv` "
+          f"names the runs behind every row). Metric: {curve_metrics} (sampler: {sampler}). Mean over seeds with a 95 % "
           "Student-t interval (mean ± t(0.975, n−1)·s/√n). Steps to p: first eval after step 0 with success ≥ p, mean over the "
           "seeds that reached it (k/n); — if none. `start` = success at env step 0 (the BC policy).", "",
           "![learning curves](curves.png)", "", markdown_tables(summary, through, thresholds),
           *[f"\n![{k}]({p.name})" for k, p in zip(metrics, extra)]]
     (out / "report.md").write_text("\n".join(md))
+    inputs = {"dirs": [shown(Path(d)) for d in dirs], "sampler": sampler, "label": label,
+              "thresholds": list(thresholds), "title": title, "methods": list(methods), "metrics": list(metrics)}
+    (out / "report.json").write_text(json.dumps(inputs, indent=1) + "\n")
     return out / "report.md"
+
+
+REPORT_CSVS = ("summary.csv", "runs.csv", "curves.csv", "throughput.csv")
+
+
+def verify_report(out: Path) -> list[str]:
+    """Regenerate the report in `out` from its report.json (paths relative to the working directory) into a
+    temporary directory and compare every CSV byte for byte; returns one line per difference (empty = reproduced).
+    The PNGs are not compared (they depend on the matplotlib version)."""
+    import tempfile
+
+    out = Path(out)
+    if not (out / "report.json").exists():
+        raise ValueError(f"{out}: no report.json (not written by `flowft report`, or written before it recorded "
+                         "its inputs)")
+    inputs = json.loads((out / "report.json").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        write_report([Path(d) for d in inputs["dirs"]], Path(tmp), inputs["sampler"], inputs["label"],
+                     tuple(inputs["thresholds"]), inputs["title"], tuple(inputs["methods"]), tuple(inputs["metrics"]))
+        problems = []
+        for name in REPORT_CSVS:
+            new, old = (Path(tmp) / name).read_text(), (out / name).read_text() if (out / name).exists() else None
+            if old is None:
+                problems.append(f"{out / name}: missing")
+            elif new != old:
+                diff = [f"    committed: {a}\n    rebuilt:   {b}" for a, b in zip(old.splitlines(), new.splitlines())
+                        if a != b][:3]
+                problems.append(f"{out / name}: differs from the rebuilt report\n" + "\n".join(diff))
+    return problems
