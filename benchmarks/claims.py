@@ -2,7 +2,7 @@
 metrics.csv, e.g. the copies under docs/results/runs/).
 
     python benchmarks/claims.py docs/results/runs/cpu-small --methods ogpo-plus ogpo-plus-ca [--switch 2000]
-        [--window 4000]
+        [--window 4000] [--out docs/results/claims-toy.md]
 
 Per method label (the run dir's parent name, as `flowft report --label parent`) and over seeds:
   start  = headline success at env step 0 (the BC policy),
@@ -10,12 +10,16 @@ Per method label (the run dir's parent name, as `flowft report --label parent`) 
            switch; 0 if it never falls below the start),
   auc    = mean success over every eval (area under the learning curve / budget),
   final  = success at the last eval.
-Each is given as mean ± sample std over seeds, with the per-seed values.
+Each is given as mean ± sample std over seeds, with the per-seed values. With --out the table is written to a file
+whose first line is the command that made it (run from the repository root), so tests/test_results.py can rebuild
+it and check that the committed numbers follow from the committed run CSVs.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,24 +41,34 @@ def fmt(vals: list[float]) -> str:
     return f"{a.mean():.2f}{sd} ({', '.join(f'{v:.2f}' for v in a)})"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("dirs", nargs="+")
-    ap.add_argument("--methods", nargs="+", required=True)
-    ap.add_argument("--switch", type=int, default=2000, help="env step of the first update (start_training)")
-    ap.add_argument("--window", type=int, default=4000)
-    args = ap.parse_args()
-    runs = [load_run(p, label="parent") for p in find_run_dirs([Path(d) for d in args.dirs])]
-    groups = group_runs([r for r in runs if r.method in args.methods])
-    print("| method | seeds | start | dip after the switch | mean success over evals | final |")
-    print("|---|---|---|---|---|---|")
-    for method in args.methods:
+def claims_table(dirs: list[str], methods: list[str], switch: int, window: int) -> list[str]:
+    runs = [load_run(p, label="parent") for p in find_run_dirs([Path(d) for d in dirs])]
+    groups = group_runs([r for r in runs if r.method in methods])
+    lines = ["| method | seeds | start | dip after the switch | mean success over evals | final |",
+             "|---|---|---|---|---|---|"]
+    for method in methods:
         for (task, m), rs in groups.items():
             if m != method:
                 continue
-            stats = [claim_stats(r, args.switch, args.window) for r in rs]
+            stats = [claim_stats(r, switch, window) for r in rs]
             cols = [fmt([s[k] for s in stats]) for k in ("start", "dip", "auc", "final")]
-            print(f"| {task}/{m} | {len(rs)} | " + " | ".join(cols) + " |")
+            lines.append(f"| {task}/{m} | {len(rs)} | " + " | ".join(cols) + " |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dirs", nargs="+")
+    ap.add_argument("--methods", nargs="+", required=True)
+    ap.add_argument("--switch", type=int, default=2000, help="env step of the first actor update")
+    ap.add_argument("--window", type=int, default=4000)
+    ap.add_argument("--out", default="", help="also write the table here, after a line with this command")
+    args = ap.parse_args(argv)
+    lines = claims_table(args.dirs, args.methods, args.switch, args.window)
+    print("\n".join(lines))
+    if args.out:
+        cmd = shlex.join(["python", "benchmarks/claims.py", *(sys.argv[1:] if argv is None else argv)])
+        Path(args.out).write_text("\n".join([f"<!-- {cmd} -->", *lines]) + "\n")
 
 
 if __name__ == "__main__":

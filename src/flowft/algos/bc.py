@@ -26,6 +26,7 @@ from flowft.registry import get_task
 from flowft.train.evaluate import evaluate
 from flowft.utils.checkpoint import atomic_dir, commit_dir, save_modules
 from flowft.utils.config_io import to_dict, write_json
+from flowft.utils.provenance import record as record_provenance
 from flowft.utils.logging import Logger, LogConfig
 from flowft.utils.seeding import seed_everything
 
@@ -90,6 +91,7 @@ def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
               "policy": to_dict(cfg.policy), "dims": {"obs_dim": obs_dim, "act_dim": act_dim, "chunk_len": H},
               "env_meta": data.env_meta}
     write_json(run_dir / "config.json", config)
+    record_provenance(run_dir)
     logger = Logger(run_dir, cfg.log, config)
     rng, gen = np.random.default_rng(cfg.seed), torch.Generator(device=device).manual_seed(cfg.seed)
     result: dict = {}

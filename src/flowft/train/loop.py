@@ -29,6 +29,7 @@ from flowft.train.onpolicy import RolloutStorage
 from flowft.utils.checkpoint import latest_checkpoint
 from flowft.utils.config_io import to_dict, write_json
 from flowft.utils.logging import Logger, summary_line
+from flowft.utils.provenance import record as record_provenance
 from flowft.utils.seeding import seed_everything
 
 
@@ -82,6 +83,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=False)
             write_json(self.run_dir / "config.json", self.config_dict)
             self.collector.start(reset_vec_env(self.venv, r.seed, stream=0))
+        record_provenance(self.run_dir)  # one line per sitting: which code made (or resumed) this run
         self.logger = Logger(self.run_dir, r.log, self.config_dict, resume_step=self.env_steps if resume else None)
 
     # ----------------------------------------------------------------------------------------- resume
