@@ -36,6 +36,11 @@ def test_resume_is_bit_identical(bc, tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert full.algo.grad_steps == resumed.algo.grad_steps
+    # one provenance line per sitting, both naming this code
+    from flowft.utils.provenance import source_digest, sources
+    lines = (part.run_dir / "provenance.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and len((full.run_dir / "provenance.jsonl").read_text().splitlines()) == 1
+    assert sources(part.run_dir) == [source_digest()]
     # metrics.csv of the resumed run continues without duplicated rows
     rows = (part.run_dir / "metrics.csv").read_text().strip().splitlines()
     steps = [line.split(",")[0] for line in rows[1:]]

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from flowft.utils.provenance import sources as provenance_sources
+
 # t quantile 0.975 for df = 1..30 (scipy.stats.t.ppf, 4 decimals); larger df use the Cornish-Fisher expansion.
 _T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.306, 2.2622, 2.2281, 2.201, 2.1788, 2.1604,
          2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.093, 2.086, 2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555,
@@ -89,6 +91,9 @@ class Run:
     sps: float = math.nan
     update_frac: float = math.nan
     eval_s: float = math.nan
+    sources: tuple[str, ...] = ()
+    """Source digests of the code that made the run, one per distinct sitting (utils/provenance.py; () = made
+    before runs recorded it)."""
 
 
 def find_run_dirs(dirs: list[Path]) -> list[Path]:
@@ -138,7 +143,8 @@ def load_run(run_dir: Path, sampler: str = "headline", label: str = "algo") -> R
     steps = np.array([p[0] for p in pts])
     return Run(run_dir, cfg["run"]["task"], algo, algo if label == "algo" else run_dir.parent.name,
                int(cfg["run"]["seed"]), metric, steps, np.array([p[1] for p in pts]),
-               _last(rows, "time/sps"), _last(rows, "time/update_frac"), _last(rows, "time/eval_s"))
+               _last(rows, "time/sps"), _last(rows, "time/update_frac"), _last(rows, "time/eval_s"),
+               tuple(provenance_sources(run_dir)))
 
 
 def group_runs(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
@@ -296,8 +302,26 @@ def _runs_rows(groups, thresholds) -> list[dict]:
             for p in thresholds:
                 s = steps_to(r, p)
                 row[f"steps_to_{p:g}"] = math.nan if s is None else s
-            rows.append({**row, "sps": r.sps, "update_frac": r.update_frac})
+            rows.append({**row, "sps": r.sps, "update_frac": r.update_frac, "source": ";".join(r.sources)})
     return rows
+
+
+def provenance_note(runs: list[Run]) -> str:
+    """A warning when the runs were made by more than one version of the code (source digests), '' otherwise."""
+    digests = sorted({d for r in runs for d in r.sources})
+    mixed = [r for r in runs if len(r.sources) > 1]
+    unknown = sum(not r.sources for r in runs)
+    if len(digests) <= 1:
+        return "" if not unknown or unknown == len(runs) else \
+            f"{unknown} of {len(runs)} runs predate provenance records (no provenance.jsonl): their code is unknown."
+    note = (f"**Warning: these runs were made by {len(digests)} versions of the flowft sources** "
+            f"({', '.join(digests)}; runs.csv `source` names each run's). Runs of one comparison should come from "
+            "one version; check that the differences are outside the training path.")
+    if mixed:
+        note += f" {len(mixed)} run(s) were resumed under different code than they started with."
+    if unknown:
+        note += f" {unknown} run(s) predate provenance records."
+    return note
 
 
 def metric_means(groups: dict[tuple[str, str], list[Run]], key: str) -> dict[tuple[str, str], tuple[list, np.ndarray]]:
@@ -371,12 +395,15 @@ def write_report(dirs: list[Path], out: Path, sampler: str = "headline", label: 
     plot_curves(groups, out / "curves.png", title)
     extra = [plot_metric(groups, key, out / f"{key.replace('/', '_').replace(':', '_over_')}.png") for key in metrics]
     curve_metrics = ", ".join(sorted({r.metric for r in runs}))
+    note = provenance_note(runs)
+    if note:
+        print(f"flowft report: {note}", file=sys.stderr)
     md = [f"# {title or 'flowft report'}", "",
           f"{len(runs)} run directories under {', '.join(shown(Path(d)) for d in dirs)} (listed in `runs.csv`; `summary.csv` "
           f"names the runs behind every row). Metric: {curve_metrics} (sampler: {sampler}). Mean over seeds with a 95 % "
           "Student-t interval (mean ± t(0.975, n−1)·s/√n). Steps to p: first eval after step 0 with success ≥ p, mean over the "
           "seeds that reached it (k/n); — if none. `start` = success at env step 0 (the BC policy).", "",
-          "![learning curves](curves.png)", "", markdown_tables(summary, through, thresholds),
+          *([note, ""] if note else []), "![learning curves](curves.png)", "", markdown_tables(summary, through, thresholds),
           *[f"\n![{k}]({p.name})" for k, p in zip(metrics, extra)]]
     (out / "report.md").write_text("\n".join(md))
     inputs = {"dirs": [shown(Path(d)) for d in dirs], "sampler": sampler, "label": label,
