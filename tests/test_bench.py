@@ -83,6 +83,11 @@ def test_toy_smoke_end_to_end_skip_and_resume(tmp_path, monkeypatch):
             assert cfg["run"]["threads"] == 1 and cfg["run"]["env_steps"] == 640
     suite_json = json.loads((root / "suite.json").read_text())
     assert set(suite_json["cells"]) == {"toy/ogpo", "toy/ogpo-plus-ca"}
+    # which code made every cell and the BC it started from
+    from flowft.utils.provenance import source_digest, sources
+    for d in [root / "toy" / a / f"s{s}" for a in ("ogpo", "ogpo-plus-ca", "bc") for s in (0, 1)]:
+        assert sources(d) == [source_digest()], d
+    assert json.loads((root / "sittings.jsonl").read_text().splitlines()[0])["source"] == source_digest()
 
     # second sitting: everything finished, nothing is launched
     monkeypatch.setattr(runner, "_launch", _no_launch)

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
 from flowft.bench.suites import Suite, get_suite, resolve_algorithms
+from flowft.utils.provenance import source_digest
 
 FINISHED = ("done", "diverged")
 
@@ -324,6 +325,10 @@ def run_suite(suite: Suite | str, out_dir: str | Path = "runs/bench", workers: i
         if j.kind == "train" and j.state == "done" and not (j.path / "DONE").exists():
             write_done(j.path, checkpoint_step(j.path), note="inferred from the final checkpoint")
     t0 = time.time()
+    # every cell is a fresh subprocess importing this install: an edit made while the grid runs changes the code
+    # of every later cell (each run dir's provenance.jsonl records which code made it)
+    print(f"bench {suite.name}: flowft sources {source_digest()}; keep them unchanged until the grid ends (develop "
+          "in another checkout or worktree)", file=sys.stderr)
     try:
         execute(jobs, workers, poll_s, desc=f"bench {suite.name}")
     finally:
@@ -332,7 +337,8 @@ def run_suite(suite: Suite | str, out_dir: str | Path = "runs/bench", workers: i
         with (root / "sittings.jsonl").open("a") as f:
             f.write(json.dumps({"start": time.strftime("%F %T", time.localtime(t0)), "wall_s": time.time() - t0,
                                 "workers": workers, "threads_per_worker": threads, "only_algos": list(only_algos),
-                                "only_tasks": list(only_tasks), "seeds": list(seeds), "outcomes": counts}) + "\n")
+                                "only_tasks": list(only_tasks), "seeds": list(seeds), "outcomes": counts,
+                                "source": source_digest()}) + "\n")
     print(f"bench {suite.name}: {counts} in {time.time() - t0:.0f} s; status: {root / 'status.csv'}", file=sys.stderr)
     return jobs
 
