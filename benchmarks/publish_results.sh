@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Copy the small files of every finished benchmark run (config.json, metrics.csv, provenance.jsonl, DONE) from
+# runs/bench into docs/results/runs, then rebuild every report and claims table of docs/results.md from those
+# copies. Run from the repository root after the grids of docs/results.md ("How these numbers were made");
+# tests/test_results.py then checks that the committed tables follow from the committed CSVs.
+set -euo pipefail
+SRC=${1:-runs/bench}
+DST=docs/results/runs
+for suite in cpu-small cpu-can-door; do
+  [ -d "$SRC/$suite" ] || continue
+  find "$SRC/$suite" -name metrics.csv -not -path '*.aborted-*' | while read -r m; do
+    d=$(dirname "$m"); rel=${d#"$SRC"/}; mkdir -p "$DST/$rel"
+    for f in config.json metrics.csv provenance.jsonl DONE; do [ -f "$d/$f" ] && cp "$d/$f" "$DST/$rel/"; done
+  done
+  cp "$SRC/$suite/suite.json" "$SRC/$suite/sittings.jsonl" "$DST/$suite/" 2>/dev/null || true
+done
+
+R=docs/results
+flowft report $DST/cpu-small --label parent --out $R/toy-main --title "Toy: OGPO variants and the baselines" \
+    --methods ogpo ogpo-plus ogpo-ca ogpo-plus-ca dppo dsrl qc bon-sft expo residual
+flowft report $DST/cpu-small --label parent --out $R/toy-extraction --title "Toy: policy extraction (OGPO+)" \
+    --methods ogpo-plus ogpo-awr ogpo-awr-fm ogpo-fpo ogpo-bptt \
+    --metrics train/actor/var_along_gradq:train/actor/var_orth_gradq
+flowft report $DST/cpu-small --label parent --out $R/toy-ablations --title "Toy: OGPO+CA ablations" \
+    --methods ogpo-plus-ca ogpo-plus-ca-min-target ogpo-plus-ca-group-std ogpo-plus-ca-no-sde-correction \
+              ogpo ogpo-ca ogpo-plus
+flowft report $DST/cpu-can-door --out $R/can-door --title "Can and Adroit door: the issue-6 methods"
+python benchmarks/claims.py $DST/cpu-small --switch 2000 --window 4000 --out $R/claims-toy.md \
+    --methods ogpo ogpo-ca ogpo-plus ogpo-plus-ca ogpo-plus-ca-min-target ogpo-plus-ca-group-std \
+              ogpo-plus-ca-no-sde-correction ogpo-bptt ogpo-awr-fm ogpo-awr ogpo-fpo
+# door: the actor starts at 6k (2k warm-up steps + 1000 critic-only updates at UTD 0.25)
+python benchmarks/claims.py $DST/cpu-can-door/door --switch 6000 --window 4000 --out $R/claims-door.md \
+    --methods ogpo ogpo-plus ogpo-plus-ca dppo dsrl qc expo residual
