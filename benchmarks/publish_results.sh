@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Copy the small files of every finished benchmark run (config.json, metrics.csv, provenance.jsonl, DONE) from
+# Copy the small files of every finished benchmark run (unfinished cells are skipped) (config.json, metrics.csv, provenance.jsonl, DONE) from
 # runs/bench into docs/results/runs, then rebuild every report and claims table of docs/results.md from those
 # copies. Run from the repository root after the grids of docs/results.md ("How these numbers were made");
 # tests/test_results.py then checks that the committed tables follow from the committed CSVs.
@@ -9,7 +9,10 @@ DST=docs/results/runs
 for suite in cpu-small cpu-can-door; do
   [ -d "$SRC/$suite" ] || continue
   find "$SRC/$suite" -name metrics.csv -not -path '*.aborted-*' | while read -r m; do
-    d=$(dirname "$m"); rel=${d#"$SRC"/}; mkdir -p "$DST/$rel"
+    d=$(dirname "$m"); rel=${d#"$SRC"/}
+    # finished cells only: a training run with its DONE marker, a BC run with its checkpoint
+    [ -f "$d/DONE" ] || [ -f "$d/checkpoint/model.safetensors" ] || { echo "skipped (unfinished): $d" >&2; continue; }
+    mkdir -p "$DST/$rel"
     for f in config.json metrics.csv provenance.jsonl DONE; do [ -f "$d/$f" ] && cp "$d/$f" "$DST/$rel/"; done
   done
   cp "$SRC/$suite/suite.json" "$SRC/$suite/sittings.jsonl" "$DST/$suite/" 2>/dev/null || true
