@@ -6,8 +6,11 @@ metrics.csv, e.g. the copies under docs/results/runs/).
 
 Per method label (the run dir's parent name, as `flowft report --label parent`) and over seeds:
   start  = headline success at env step 0 (the BC policy),
+  before = mean success over the evals in [0, switch] (the BC policy, unchanged until the actor's first update:
+           the spread of these readings is the evaluation noise),
   dip    = start - min success over the evals in (switch, switch + window] (the drop after the offline->online
-           switch; 0 if it never falls below the start),
+           switch; 0 if it never falls below the start; biased upward by evaluation noise),
+  change = mean success over (switch, switch + window] - before (the same drop, averaged: less noisy),
   auc    = mean success over every eval (area under the learning curve / budget),
   final  = success at the last eval.
 Each is given as mean ± sample std over seeds, with the per-seed values. With --out the table is written to a file
@@ -31,8 +34,11 @@ def claim_stats(run, switch: int, window: int) -> dict[str, float]:
     steps, y = run.steps, run.success
     start = float(y[steps == 0][0]) if (steps == 0).any() else float("nan")
     early = y[(steps > switch) & (steps <= switch + window)]
+    before = float(y[steps <= switch].mean()) if (steps <= switch).any() else float("nan")
     dip = max(0.0, start - float(early.min())) if early.size else float("nan")
-    return {"start": start, "dip": dip, "auc": float(y.mean()), "final": float(y[-1])}
+    change = float(early.mean()) - before if early.size else float("nan")
+    return {"start": start, "before": before, "dip": dip, "change": change, "auc": float(y.mean()),
+            "final": float(y[-1])}
 
 
 def fmt(vals: list[float]) -> str:
@@ -44,14 +50,14 @@ def fmt(vals: list[float]) -> str:
 def claims_table(dirs: list[str], methods: list[str], switch: int, window: int) -> list[str]:
     runs = [load_run(p, label="parent") for p in find_run_dirs([Path(d) for d in dirs])]
     groups = group_runs([r for r in runs if r.method in methods])
-    lines = ["| method | seeds | start | dip after the switch | mean success over evals | final |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| method | seeds | start | mean up to the switch | dip after the switch | change after the switch "
+             "| mean success over evals | final |", "|---|---|---|---|---|---|---|---|"]
     for method in methods:
         for (task, m), rs in groups.items():
             if m != method:
                 continue
             stats = [claim_stats(r, switch, window) for r in rs]
-            cols = [fmt([s[k] for s in stats]) for k in ("start", "dip", "auc", "final")]
+            cols = [fmt([s[k] for s in stats]) for k in ("start", "before", "dip", "change", "auc", "final")]
             lines.append(f"| {task}/{m} | {len(rs)} | " + " | ".join(cols) + " |")
     return lines
 

@@ -27,7 +27,7 @@ flowft report $DST/cpu-small --label parent --out $R/toy-extraction --title "Toy
 flowft report $DST/cpu-small --label parent --out $R/toy-ablations --title "Toy: OGPO+CA ablations" \
     --methods ogpo-plus-ca ogpo-plus-ca-min-target ogpo-plus-ca-group-std ogpo-plus-ca-no-sde-correction \
               ogpo ogpo-ca ogpo-plus
-flowft report $DST/cpu-can-door --out $R/can-door --title "Can and Adroit door: the issue-6 methods"
+flowft report $DST/cpu-can-door/door --out $R/door --title "Adroit door: the issue-6 methods, evaluated every 1k env steps"
 python benchmarks/claims.py $DST/cpu-small --switch 2000 --window 4000 --out $R/claims-toy.md \
     --methods ogpo ogpo-ca ogpo-plus ogpo-plus-ca ogpo-plus-ca-min-target ogpo-plus-ca-group-std \
               ogpo-plus-ca-no-sde-correction ogpo-bptt ogpo-awr-fm ogpo-awr ogpo-fpo
