@@ -157,8 +157,9 @@ def fake_runs(tmp_path):
     # qc's headline sampler is bon: its ode column must not be used
     _fake_run(tmp_path, "qc", 0, steps, {"eval/ode/success": [1.0] * 4, "eval/bon/success": [0.3, 0.2, 0.55, 0.6]})
     _fake_run(tmp_path, "dppo", 0, steps[:3], {"eval/ode/success": [0.4, 0.3, 0.2]})
-    # a start already >= 0.5 does not count as reaching 0.5: the first later eval >= 0.5 does
-    _fake_run(tmp_path, "residual", 0, steps, {"eval/ode/success": [0.6, 0.4, 0.55, 0.45]})
+    # a start already >= 0.5 does not count as reaching 0.5, nor does a single reading >= 0.5 that the next eval
+    # does not repeat (0.55 then 0.45: noise); the last eval counts alone (0.85 -> 0.8 reached at 4000)
+    _fake_run(tmp_path, "residual", 0, steps + [4000], {"eval/ode/success": [0.6, 0.4, 0.55, 0.45, 0.85]})
     aborted = _fake_run(tmp_path, "dppo", 7, steps, {"eval/ode/success": [0.9] * 4})  # moved aside: ignored
     aborted.rename(aborted.with_name("s7.aborted-20260101-000000"))
     bc = tmp_path / "toy" / "bc" / "s0"  # a BC run dir: ignored
@@ -173,7 +174,9 @@ def test_report_known_values(fake_runs, tmp_path):
     assert main(["report", str(fake_runs / "toy"), "--out", str(out)]) == 0
     rows = {r["method"]: r for r in csv.DictReader((out / "summary.csv").open())}
     assert set(rows) == {"ogpo", "qc", "dppo", "residual"}
-    assert float(rows["residual"]["steps_to_0.5_mean"]) == 2000 and rows["residual"]["steps_to_0.5_reached"] == "1"
+    res = rows["residual"]
+    assert float(res["steps_to_0.5_mean"]) == 4000 and res["steps_to_0.5_reached"] == "1"
+    assert float(res["steps_to_0.8_mean"]) == 4000 and res["steps_to_0.9_reached"] == "0"
     o = rows["ogpo"]
     assert o["n_seeds"] == "3" and float(o["start_mean"]) == pytest.approx(0.4)
     assert float(o["steps_to_0.5_mean"]) == pytest.approx(4000 / 3) and o["steps_to_0.5_reached"] == "3"
