@@ -12,6 +12,7 @@ import pytest
 
 from flowft.bench import report, runner
 from flowft.bench.suites import SUITES, BCStage, Suite, get_suite
+from flowft.bench.verify import verify_report
 from flowft.cli import main
 from flowft.registry import algorithm_names
 
@@ -296,7 +297,7 @@ def test_report_records_inputs_and_verify_detects_edits(fake_runs, tmp_path, mon
     (out / "summary.csv").write_text(summary)
     m = fake_runs / "toy" / "qc" / "s0" / "metrics.csv"
     m.write_text(m.read_text().replace("0.6", "0.7"))
-    assert report.verify_report(out) and main(["report", str(out), "--verify"]) == 1
+    assert verify_report(out) and main(["report", str(out), "--verify"]) == 1
     # a directory that no report wrote is a clear error, not a pass
     assert main(["report", str(tmp_path), "--verify"]) == 2
     assert "no report.json" in capsys.readouterr().err

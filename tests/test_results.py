@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from flowft.bench.report import verify_report
+from flowft.bench.verify import verify_report
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"

@@ -216,7 +216,7 @@ class ReportArgs:
 
 
 def _verify_reports(dirs: tuple[str, ...]) -> int:
-    from flowft.bench.report import verify_report
+    from flowft.bench.verify import verify_report
 
     bad = 0
     for d in dirs:

@@ -19,9 +19,9 @@ Statistics (over seeds, n = number of runs in the group):
 Outputs in OUT: curves.png, curves.csv, summary.csv (one row per task x method, with the run dirs used), runs.csv
 (one row per run dir), throughput.csv, report.md, and report.json (the inputs: run-dir roots, sampler, label,
 thresholds, methods, metrics). Run dirs are written relative to the working directory when they lie under it, so a
-report made from the repository root names paths that exist in any checkout. `verify_report(OUT)` regenerates a
-report from its report.json and lists every CSV that differs (`flowft report --verify OUT`; tests/test_results.py
-runs it on every report under docs/results/).
+report made from the repository root names paths that exist in any checkout. `flowft.bench.verify.verify_report`
+rebuilds a report from its report.json and lists every CSV that differs (`flowft report --verify OUT`;
+tests/test_results.py runs it on every report under docs/results/).
 """
 
 from __future__ import annotations
@@ -36,12 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from flowft.bench.stats import mean_ci, t975  # noqa: F401  (t975: re-exported for callers)
 from flowft.utils.provenance import sources as provenance_sources
-
-# t quantile 0.975 for df = 1..30 (scipy.stats.t.ppf, 4 decimals); larger df use the Cornish-Fisher expansion.
-_T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.306, 2.2622, 2.2281, 2.201, 2.1788, 2.1604,
-         2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.093, 2.086, 2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555,
-         2.0518, 2.0484, 2.0452, 2.0423)
 
 # One colour per method name, the same in every figure. Unknown names get a colour from a hash of the name.
 METHOD_COLORS: dict[str, str] = {
@@ -57,26 +53,6 @@ _EXTRA = ("#843c39", "#ad494a", "#d6616b", "#7b4173", "#a55194", "#ce6dbd", "#31
 def method_color(name: str) -> str:
     """Fixed colour of a method (stable across figures, runs and processes: crc32, not Python's salted hash)."""
     return METHOD_COLORS.get(name) or _EXTRA[zlib.crc32(name.encode()) % len(_EXTRA)]
-
-
-def t975(df: int) -> float:
-    if df < 1:
-        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = 1.959963984540054
-    return (z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
-
-
-def mean_ci(values) -> tuple[float, float]:
-    """(mean, half-width of the 95 % t-interval); half-width nan for fewer than 2 values."""
-    v = np.asarray(values, dtype=float)
-    if len(v) == 0:
-        return math.nan, math.nan
-    if len(v) < 2:
-        return float(v.mean()), math.nan
-    return float(v.mean()), float(t975(len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
 
 
 # ------------------------------------------------------------------------------------------------- loading
@@ -415,32 +391,3 @@ def write_report(dirs: list[Path], out: Path, sampler: str = "headline", label: 
               "thresholds": list(thresholds), "title": title, "methods": list(methods), "metrics": list(metrics)}
     (out / "report.json").write_text(json.dumps(inputs, indent=1) + "\n")
     return out / "report.md"
-
-
-REPORT_CSVS = ("summary.csv", "runs.csv", "curves.csv", "throughput.csv")
-
-
-def verify_report(out: Path) -> list[str]:
-    """Regenerate the report in `out` from its report.json (paths relative to the working directory) into a
-    temporary directory and compare every CSV byte for byte; returns one line per difference (empty = reproduced).
-    The PNGs are not compared (they depend on the matplotlib version)."""
-    import tempfile
-
-    out = Path(out)
-    if not (out / "report.json").exists():
-        raise ValueError(f"{out}: no report.json (not written by `flowft report`, or written before it recorded "
-                         "its inputs)")
-    inputs = json.loads((out / "report.json").read_text())
-    with tempfile.TemporaryDirectory() as tmp:
-        write_report([Path(d) for d in inputs["dirs"]], Path(tmp), inputs["sampler"], inputs["label"],
-                     tuple(inputs["thresholds"]), inputs["title"], tuple(inputs["methods"]), tuple(inputs["metrics"]))
-        problems = []
-        for name in REPORT_CSVS:
-            new, old = (Path(tmp) / name).read_text(), (out / name).read_text() if (out / name).exists() else None
-            if old is None:
-                problems.append(f"{out / name}: missing")
-            elif new != old:
-                diff = [f"    committed: {a}\n    rebuilt:   {b}" for a, b in zip(old.splitlines(), new.splitlines())
-                        if a != b][:3]
-                problems.append(f"{out / name}: differs from the rebuilt report\n" + "\n".join(diff))
-    return problems
