@@ -37,7 +37,7 @@ def test_claims_table_is_recomputed(table, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     first, *lines = table.read_text().splitlines()
     assert first.startswith("<!-- python benchmarks/claims.py ") and first.endswith(" -->"), first
-    argv = [a for a in shlex.split(first[5:-4])[2:]]
+    argv = shlex.split(first[5:-4])[2:]  # drop "python benchmarks/claims.py"
     out = argv.index("--out") if "--out" in argv else None
     if out is not None:
         del argv[out:out + 2]
