@@ -1,7 +1,8 @@
-"""Shared test fixtures' building blocks: a tiny BC checkpoint on the toy task."""
+"""Shared test fixtures' building blocks: a tiny BC checkpoint on the toy task, fake finished run dirs."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from flowft.algos.bc import pretrain
@@ -53,3 +54,16 @@ def full_and_resumed_runs(cfg, stop_at: int):
     assert resumed.env_steps == stop_at, "resume starts from the interrupted run's last checkpoint"
     resumed.run()
     return full, last, part, resumed
+
+
+def fake_run(root: Path, algo: str, seed: int, steps, cols: dict, task: str = "toy") -> Path:
+    """A finished run dir as `flowft report` reads it: config.json + metrics.csv with `cols` per eval step."""
+    d = root / task / algo / f"s{seed}"
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"algo_name": algo, "run": {"task": task, "seed": seed}}))
+    keys = ["env_steps", "grad_steps", *cols]
+    cell = lambda v: "" if v is None else str(v)  # noqa: E731  (empty = not logged in that row)
+    lines = [",".join(keys)] + [",".join([str(s), "0", *(cell(cols[k][i]) for k in cols)])
+                                for i, s in enumerate(steps)]
+    (d / "metrics.csv").write_text("\n".join(lines) + "\n")
+    return d

@@ -5,7 +5,6 @@ import json
 import math
 import shutil
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from flowft.bench.suites import SUITES, BCStage, Suite, get_suite
 from flowft.bench.verify import verify_report
 from flowft.cli import main
 from flowft.registry import algorithm_names
+from helpers import fake_run
 
 
 # ----------------------------------------------------------------------------------------------- suites
@@ -135,33 +135,21 @@ def test_failed_bc_blocks_its_cells_and_is_recorded(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- report
-def _fake_run(root: Path, algo: str, seed: int, steps, cols: dict, task: str = "toy") -> Path:
-    d = root / task / algo / f"s{seed}"
-    d.mkdir(parents=True)
-    (d / "config.json").write_text(json.dumps({"algo_name": algo, "run": {"task": task, "seed": seed}}))
-    keys = ["env_steps", "grad_steps", *cols]
-    cell = lambda v: "" if v is None else str(v)  # noqa: E731  (empty = not logged in that row)
-    lines = [",".join(keys)] + [",".join([str(s), "0", *(cell(cols[k][i]) for k in cols)])
-                                for i, s in enumerate(steps)]
-    (d / "metrics.csv").write_text("\n".join(lines) + "\n")
-    return d
-
-
 @pytest.fixture
 def fake_runs(tmp_path):
     steps = [0, 1000, 2000, 3000]
     ogpo = {0: [0.4, 0.6, 0.85, 0.9], 1: [0.4, 0.5, 0.7, 0.95], 2: [0.4, 0.3, 0.8, 0.8]}
     for seed, ys in ogpo.items():
-        _fake_run(tmp_path, "ogpo", seed, steps, {"eval/ode/success": ys, "eval/bon/success": [0.0] * 4,
+        fake_run(tmp_path, "ogpo", seed, steps, {"eval/ode/success": ys, "eval/bon/success": [0.0] * 4,
                                                   "time/sps": [None, 100 + seed, 110 + seed, 120 + 10 * seed],
                                                   "time/update_frac": [None, 0.5, 0.5, 0.3 + 0.1 * seed]})
     # qc's headline sampler is bon: its ode column must not be used
-    _fake_run(tmp_path, "qc", 0, steps, {"eval/ode/success": [1.0] * 4, "eval/bon/success": [0.3, 0.2, 0.55, 0.6]})
-    _fake_run(tmp_path, "dppo", 0, steps[:3], {"eval/ode/success": [0.4, 0.3, 0.2]})
+    fake_run(tmp_path, "qc", 0, steps, {"eval/ode/success": [1.0] * 4, "eval/bon/success": [0.3, 0.2, 0.55, 0.6]})
+    fake_run(tmp_path, "dppo", 0, steps[:3], {"eval/ode/success": [0.4, 0.3, 0.2]})
     # a start already >= 0.5 does not count as reaching 0.5, nor does a single reading >= 0.5 that the next eval
     # does not repeat (0.55 then 0.45: noise); the last eval counts alone (0.85 -> 0.8 reached at 4000)
-    _fake_run(tmp_path, "residual", 0, steps + [4000], {"eval/ode/success": [0.6, 0.4, 0.55, 0.45, 0.85]})
-    aborted = _fake_run(tmp_path, "dppo", 7, steps, {"eval/ode/success": [0.9] * 4})  # moved aside: ignored
+    fake_run(tmp_path, "residual", 0, steps + [4000], {"eval/ode/success": [0.6, 0.4, 0.55, 0.45, 0.85]})
+    aborted = fake_run(tmp_path, "dppo", 7, steps, {"eval/ode/success": [0.9] * 4})  # moved aside: ignored
     aborted.rename(aborted.with_name("s7.aborted-20260101-000000"))
     bc = tmp_path / "toy" / "bc" / "s0"  # a BC run dir: ignored
     bc.mkdir(parents=True)
@@ -261,9 +249,9 @@ def test_report_method_filter_and_ratio_metric(tmp_path):
 
     steps = [0, 1000, 2000]
     for seed in (0, 1):
-        _fake_run(tmp_path / "runs", "ogpo", seed, steps, {"eval/ode/success": [0.4, 0.6, 0.9],
+        fake_run(tmp_path / "runs", "ogpo", seed, steps, {"eval/ode/success": [0.4, 0.6, 0.9],
                                                            "train/a": [None, 2.0 + seed, 4.0], "train/b": [None, 1.0, 2.0]})
-    _fake_run(tmp_path / "runs", "dppo", 0, steps, {"eval/ode/success": [0.4, 0.4, 0.5]})
+    fake_run(tmp_path / "runs", "dppo", 0, steps, {"eval/ode/success": [0.4, 0.4, 0.5]})
     out = tmp_path / "out"
     md = report.write_report([tmp_path / "runs"], out, methods=("ogpo",), metrics=("train/a:train/b",))
     summary = (out / "summary.csv").read_text()

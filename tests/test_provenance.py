@@ -7,6 +7,7 @@ from pathlib import Path
 
 from flowft.bench import report
 from flowft.utils import provenance
+from helpers import fake_run
 
 
 def test_source_digest_follows_the_sources_only(tmp_path):
@@ -34,10 +35,7 @@ def test_record_appends_one_line_per_sitting(tmp_path):
 
 
 def _run(root: Path, algo: str, seed: int, digests: list[str]) -> None:
-    d = root / "toy" / algo / f"s{seed}"
-    d.mkdir(parents=True)
-    (d / "config.json").write_text(json.dumps({"algo_name": algo, "run": {"task": "toy", "seed": seed}}))
-    (d / "metrics.csv").write_text("env_steps,eval/ode/success\n0,0.2\n1000,0.6\n")
+    d = fake_run(root, algo, seed, [0, 1000], {"eval/ode/success": [0.2, 0.6]})
     if digests:
         (d / "provenance.jsonl").write_text("".join(json.dumps({"source": x}) + "\n" for x in digests))
 

@@ -5,6 +5,7 @@ docs/results/)."""
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 from flowft.bench.report import write_report
@@ -16,8 +17,6 @@ def verify_report(out: Path) -> list[str]:
     """Regenerate the report in `out` from its report.json (paths relative to the working directory) into a
     temporary directory and compare every CSV byte for byte; returns one line per difference (empty = reproduced).
     The PNGs are not compared (they depend on the matplotlib version)."""
-    import tempfile
-
     out = Path(out)
     if not (out / "report.json").exists():
         raise ValueError(f"{out}: no report.json (not written by `flowft report`, or written before it recorded "
@@ -28,10 +27,11 @@ def verify_report(out: Path) -> list[str]:
                      tuple(inputs["thresholds"]), inputs["title"], tuple(inputs["methods"]), tuple(inputs["metrics"]))
         problems = []
         for name in REPORT_CSVS:
-            new, old = (Path(tmp) / name).read_text(), (out / name).read_text() if (out / name).exists() else None
-            if old is None:
+            if not (out / name).exists():
                 problems.append(f"{out / name}: missing")
-            elif new != old:
+                continue
+            new, old = (Path(tmp) / name).read_text(), (out / name).read_text()
+            if new != old:
                 diff = [f"    committed: {a}\n    rebuilt:   {b}" for a, b in zip(old.splitlines(), new.splitlines())
                         if a != b][:3]
                 problems.append(f"{out / name}: differs from the rebuilt report\n" + "\n".join(diff))
