@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Copy the small files of every finished benchmark run (config.json, metrics.csv, provenance.jsonl, DONE) from
 # runs/bench into docs/results/runs (unfinished cells are skipped), then rebuild every report and claims table of
-# docs/results.md from those copies. Run from the repository root after the grids of docs/results.md ("How these numbers were made");
-# tests/test_results.py then checks that the committed tables follow from the committed CSVs.
+# docs/results.md from those copies. Run from the repository root after the grids of docs/results.md ("How these
+# numbers were made"); tests/test_results.py then checks that the committed tables follow from the committed CSVs.
 set -euo pipefail
 SRC=${1:-runs/bench}
 DST=docs/results/runs
