@@ -13,6 +13,7 @@ Per method label (the run dir's parent name, as `flowft report --label parent`) 
   change = mean success over (switch, switch + window] - before (the same drop, averaged: less noisy),
   auc    = mean success over every eval (area under the learning curve / budget),
   final  = success at the last eval.
+A column without any eval in its range (e.g. the window on Lift, evaluated at 0 and 12k only) reads "— (no eval)".
 Each is given as mean ± sample std over seeds, with the per-seed values. With --out the table is written to a file
 whose first line is the command that made it (run from the repository root), so tests/test_results.py can rebuild
 it and check that the committed numbers follow from the committed run CSVs.
@@ -43,6 +44,8 @@ def claim_stats(run, switch: int, window: int) -> dict[str, float]:
 
 def fmt(vals: list[float]) -> str:
     a = np.array(vals, float)
+    if np.isnan(a).all():  # e.g. Lift/Can, evaluated at 0 and the end only: no eval inside the window
+        return "— (no eval)"
     sd = f" ± {a.std(ddof=1):.2f}" if len(a) > 1 else ""
     return f"{a.mean():.2f}{sd} ({', '.join(f'{v:.2f}' for v in a)})"
 

@@ -6,7 +6,7 @@
 set -euo pipefail
 SRC=${1:-runs/bench}
 DST=docs/results/runs
-for suite in cpu-small cpu-can-door; do
+for suite in cpu-small cpu-lift cpu-can-door; do
   [ -d "$SRC/$suite" ] || continue
   find "$SRC/$suite" -name metrics.csv -not -path '*.aborted-*' | while read -r m; do
     d=$(dirname "$m"); rel=${d#"$SRC"/}
@@ -27,10 +27,20 @@ flowft report $DST/cpu-small --label parent --out $R/toy-extraction --title "Toy
 flowft report $DST/cpu-small --label parent --out $R/toy-ablations --title "Toy: OGPO+CA ablations" \
     --methods ogpo-plus-ca ogpo-plus-ca-min-target ogpo-plus-ca-group-std ogpo-plus-ca-no-sde-correction \
               ogpo ogpo-ca ogpo-plus
+# Lift: the issue-6 methods (3 seeds); the extraction presets and Best-of-N SFT where their cells exist
+flowft report $DST/cpu-lift --out $R/lift --title "Lift: the issue-6 methods" \
+    --methods ogpo ogpo-plus ogpo-plus-ca dppo dsrl qc expo residual
+if compgen -G "$DST/cpu-lift/lift/ogpo-bptt/s*" > /dev/null; then
+  flowft report $DST/cpu-lift --out $R/lift-extraction --title "Lift: policy extraction and Best-of-N SFT" \
+      --methods ogpo-plus-ca bon-sft ogpo-awr ogpo-awr-fm ogpo-fpo ogpo-bptt
+fi
 flowft report $DST/cpu-can-door/door --out $R/door --title "Adroit door: the issue-6 methods, evaluated every 1k env steps"
 python benchmarks/claims.py $DST/cpu-small --switch 2000 --window 4000 --out $R/claims-toy.md \
     --methods ogpo ogpo-ca ogpo-plus ogpo-plus-ca ogpo-plus-ca-min-target ogpo-plus-ca-group-std \
               ogpo-plus-ca-no-sde-correction ogpo-bptt ogpo-awr-fm ogpo-awr ogpo-fpo
+# Lift is evaluated at 0 and 12k only: its table gives the per-seed start and final (the window columns read "no eval")
+python benchmarks/claims.py $DST/cpu-lift --switch 6000 --window 4000 --out $R/claims-lift.md \
+    --methods ogpo ogpo-plus ogpo-plus-ca dppo dsrl qc expo residual
 # door: the actor starts at 6k (2k warm-up steps + 1000 critic-only updates at UTD 0.25)
 python benchmarks/claims.py $DST/cpu-can-door/door --switch 6000 --window 4000 --out $R/claims-door.md \
     --methods ogpo ogpo-plus ogpo-plus-ca dppo dsrl qc expo residual
