@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from flowft.bench import report, runner
+from flowft.bench import report, runner, stats
 from flowft.bench.suites import SUITES, BCStage, Suite, get_suite
 from flowft.bench.verify import verify_report
 from flowft.cli import main
@@ -141,8 +141,8 @@ def fake_runs(tmp_path):
     ogpo = {0: [0.4, 0.6, 0.85, 0.9], 1: [0.4, 0.5, 0.7, 0.95], 2: [0.4, 0.3, 0.8, 0.8]}
     for seed, ys in ogpo.items():
         fake_run(tmp_path, "ogpo", seed, steps, {"eval/ode/success": ys, "eval/bon/success": [0.0] * 4,
-                                                  "time/sps": [None, 100 + seed, 110 + seed, 120 + 10 * seed],
-                                                  "time/update_frac": [None, 0.5, 0.5, 0.3 + 0.1 * seed]})
+                                                 "time/sps": [None, 100 + seed, 110 + seed, 120 + 10 * seed],
+                                                 "time/update_frac": [None, 0.5, 0.5, 0.3 + 0.1 * seed]})
     # qc's headline sampler is bon: its ode column must not be used
     fake_run(tmp_path, "qc", 0, steps, {"eval/ode/success": [1.0] * 4, "eval/bon/success": [0.3, 0.2, 0.55, 0.6]})
     fake_run(tmp_path, "dppo", 0, steps[:3], {"eval/ode/success": [0.4, 0.3, 0.2]})
@@ -211,13 +211,13 @@ def test_curve_truncates_to_common_steps_and_colours_are_fixed(fake_runs, tmp_pa
 
 
 def test_t_quantiles_and_mean_ci():
-    assert report.t975(1) == 12.7062 and report.t975(2) == 4.3027
+    assert stats.t975(1) == 12.7062 and stats.t975(2) == 4.3027
     scipy_stats = pytest.importorskip("scipy.stats")
     for df in (1, 3, 29, 30, 31, 45, 200):
-        assert report.t975(df) == pytest.approx(scipy_stats.t.ppf(0.975, df), abs=1e-4)
-    m, h = report.mean_ci([1.0, 3.0])
+        assert stats.t975(df) == pytest.approx(scipy_stats.t.ppf(0.975, df), abs=1e-4)
+    m, h = stats.mean_ci([1.0, 3.0])
     assert m == 2.0 and h == pytest.approx(12.7062 * math.sqrt(2) / math.sqrt(2))
-    assert math.isnan(report.mean_ci([0.5])[1])
+    assert math.isnan(stats.mean_ci([0.5])[1])
 
 
 def test_report_rejects_empty_input(tmp_path, capsys):
@@ -225,7 +225,7 @@ def test_report_rejects_empty_input(tmp_path, capsys):
     assert "no run directories" in capsys.readouterr().err
     with pytest.raises(ValueError, match="no such directory"):
         report.write_report([tmp_path / "missing"], tmp_path / "o")
-    assert np.isnan(report.mean_ci([])[0])
+    assert np.isnan(stats.mean_ci([])[0])
 
 
 def test_variant_overrides_reach_the_cell_config(tmp_path):
@@ -250,7 +250,7 @@ def test_report_method_filter_and_ratio_metric(tmp_path):
     steps = [0, 1000, 2000]
     for seed in (0, 1):
         fake_run(tmp_path / "runs", "ogpo", seed, steps, {"eval/ode/success": [0.4, 0.6, 0.9],
-                                                           "train/a": [None, 2.0 + seed, 4.0], "train/b": [None, 1.0, 2.0]})
+                                                          "train/a": [None, 2.0 + seed, 4.0], "train/b": [None, 1.0, 2.0]})
     fake_run(tmp_path / "runs", "dppo", 0, steps, {"eval/ode/success": [0.4, 0.4, 0.5]})
     out = tmp_path / "out"
     md = report.write_report([tmp_path / "runs"], out, methods=("ogpo",), metrics=("train/a:train/b",))

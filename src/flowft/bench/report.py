@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flowft.bench.stats import mean_ci, t975  # noqa: F401  (t975: re-exported for callers)
+from flowft.bench.stats import mean_ci
 from flowft.utils.provenance import sources as provenance_sources
 
 # One colour per method name, the same in every figure. Unknown names get a colour from a hash of the name.
