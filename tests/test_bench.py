@@ -3,8 +3,13 @@
 import csv
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
+import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -289,3 +294,35 @@ def test_report_records_inputs_and_verify_detects_edits(fake_runs, tmp_path, mon
     # a directory that no report wrote is a clear error, not a pass
     assert main(["report", str(tmp_path), "--verify"]) == 2
     assert "no report.json" in capsys.readouterr().err
+
+
+def test_stop_cells_kills_a_cell_that_ignores_sigterm_and_its_workers(tmp_path):
+    """An interrupted grid must not hang on a cell that does not unwind: SIGTERM, grace, then SIGKILL of its group."""
+    pidfile = tmp_path / "grandchild.pid"
+    stubborn = ("import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+                f"open({str(pidfile)!r}, 'w').write(str(p.pid)); time.sleep(60)")
+    polite = "import time; time.sleep(60)"  # default SIGTERM action: dies at once
+    procs = [subprocess.Popen([sys.executable, "-c", code], start_new_session=True) for code in (stubborn, polite)]
+    for _ in range(100):
+        if pidfile.exists() and pidfile.read_text():
+            break
+        time.sleep(0.1)
+    grandchild = int(pidfile.read_text())
+    t0 = time.monotonic()
+    assert runner.stop_cells(procs, grace_s=1.0) == [-9, -15]
+    assert time.monotonic() - t0 < 10
+    def alive(pid: int) -> bool:  # a zombie (killed, not yet reaped by whatever PID 1 is) counts as dead
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        stat = Path(f"/proc/{pid}/stat")
+        return not (stat.exists() and stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z")
+
+    for _ in range(50):  # the env-worker stand-in was in the killed group
+        if not alive(grandchild):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the cell's worker process survived stop_cells")

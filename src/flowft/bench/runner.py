@@ -13,13 +13,14 @@ Layout under <out>/<suite>/:
 Cell states: done (DONE marker at the budget, or final checkpoint at the budget), diverged (DIVERGED.txt; not
 retried), resume (checkpoints but not done -> Trainer(cfg, run_dir, resume=True)), restart (run dir without a
 checkpoint -> moved aside to <dir>.aborted-<time>, then fresh), new. Failed jobs are retried on the next sitting.
-Each job is a subprocess `python -m flowft.bench.runner JOB_JSON` with torch/OMP threads set per worker.
+Each job is a subprocess `python -m flowft.bench.worker JOB_JSON` (bench/worker.py) with torch/OMP threads set per worker.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ from flowft.bench.suites import Suite, get_suite, resolve_algorithms
 from flowft.utils.provenance import source_digest
 
 FINISHED = ("done", "diverged")
+STOP_GRACE_S = 60.0  # how long an interrupted cell may take to unwind before it is killed
 
 
 @dataclass
@@ -217,14 +219,36 @@ def resolved_suite(suite: Suite, threads: int | None = None) -> dict:
 def _launch(job: Job) -> subprocess.Popen:
     threads = str(job.spec["threads"])
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "flowft.bench.runner", json.dumps(job.spec)]
+    cmd = [sys.executable, "-m", "flowft.bench.worker", json.dumps(job.spec)]
     job.log.parent.mkdir(parents=True, exist_ok=True)
     with job.log.open("a") as f:
         f.write(f"\n===== {time.strftime('%F %T')} {job.key} (state: {job.state})\n$ {' '.join(cmd)}\n")
     log = job.log.open("a")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)
+    # own session: on an interrupt we stop the cell (and its env worker processes) ourselves, see stop_cells()
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
     log.close()
     return proc
+
+
+def stop_cells(procs: list[subprocess.Popen], grace_s: float = STOP_GRACE_S) -> list[int]:
+    """SIGTERM each cell (it unwinds and closes its env workers), wait up to `grace_s` in all, then SIGKILL the
+    process group of any cell still alive (a cell stuck in a simulator step under load did not unwind in 25 s).
+    Returns the exit codes."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # the cell leads its own session: this reaches its env workers
+            except ProcessLookupError:
+                pass
+            proc.wait()
+    return [proc.returncode for proc in procs]
 
 
 def _record(job: Job, rc: int) -> None:
@@ -283,10 +307,9 @@ def execute(jobs: list[Job], workers: int, poll_s: float = 0.5, desc: str = "ben
                 raise RuntimeError(f"bench: jobs {[j.key for j in pending]} wait on dependencies outside the plan")
             time.sleep(poll_s if running else 0)
     except BaseException:
-        for proc, job, _ in running.values():  # our own children only
-            proc.terminate()
-        for proc, job, _ in running.values():
-            if proc.wait() == 0:  # finished just before the interruption
+        cells = list(running.values())  # our own children only
+        for (proc, job, _), rc in zip(cells, stop_cells([c[0] for c in cells])):
+            if rc == 0:  # finished just before the interruption
                 _record(job, 0)
             else:
                 job.outcome = "interrupted"
@@ -341,56 +364,3 @@ def run_suite(suite: Suite | str, out_dir: str | Path = "runs/bench", workers: i
                                 "source": source_digest()}) + "\n")
     print(f"bench {suite.name}: {counts} in {time.time() - t0:.0f} s; status: {root / 'status.csv'}", file=sys.stderr)
     return jobs
-
-
-# --------------------------------------------------------------------------------------------------- worker
-def _worker_bc(spec: dict) -> None:
-    from flowft.algos.bc import pretrain
-    from flowft.data.hdf5 import write_demos
-    from flowft.presets import bc_preset
-    from flowft.registry import get_task
-
-    bc_dir, demos = Path(spec["bc_dir"]), Path(spec["demos"])
-    if bc_state(bc_dir) == "done":
-        return
-    if bc_dir.exists():
-        move_aside(bc_dir)
-    if not demos.exists():
-        task = get_task(spec["task"])
-        print(f"generating {spec['demo_episodes']} demos -> {demos}", file=sys.stderr)
-        write_demos(demos, task.generate(spec["demo_episodes"], spec["seed"], spec["demo_noise"]), task.meta())
-    cfg = bc_preset(spec["task"], spec["size"], str(demos), seed=spec["seed"], out_dir=str(bc_dir.parent),
-                    run_name=bc_dir.name, threads=spec["threads"], **spec["overrides"])
-    _, res = pretrain(cfg)
-    (bc_dir / "DONE").write_text(json.dumps(res, indent=1, default=float))
-    print(f"BC done: {res}", file=sys.stderr)
-
-
-def _worker_train(spec: dict) -> None:
-    from flowft.train.loop import Trainer
-
-    cfg, run_dir = cell_config(spec), Path(spec["run_dir"])
-    state = cell_state(run_dir, cfg.run.env_steps)
-    if state in FINISHED:
-        print(f"{run_dir}: already {state}", file=sys.stderr)
-        return
-    if state == "restart":
-        move_aside(run_dir)
-    t0 = time.perf_counter()
-    trainer = Trainer(cfg, run_dir=run_dir, resume=state == "resume")
-    res = trainer.run()
-    write_done(run_dir, trainer.env_steps, result=res, wall_s=time.perf_counter() - t0, started_as=state)
-    print(f"done: {res}", file=sys.stderr)
-
-
-def worker_main(argv: list[str]) -> int:
-    import signal
-
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind so env worker processes are closed
-    spec = json.loads(argv[0])
-    (_worker_bc if spec["kind"] == "bc" else _worker_train)(spec)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(worker_main(sys.argv[1:]))

@@ -1,0 +1,65 @@
+"""One bench job in its own process: `python -m flowft.bench.worker JOB_JSON` (launched by bench/runner.py).
+
+A BC job generates (or reuses) the cached demos and pretrains the clipped BC checkpoint; a train job runs the Trainer
+in the cell's run dir, resuming from its last checkpoint or restarting a dir without one (moved aside first).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from flowft.bench.runner import FINISHED, bc_state, cell_config, cell_state, move_aside, write_done
+
+
+def _worker_bc(spec: dict) -> None:
+    from flowft.algos.bc import pretrain
+    from flowft.data.hdf5 import write_demos
+    from flowft.presets import bc_preset
+    from flowft.registry import get_task
+
+    bc_dir, demos = Path(spec["bc_dir"]), Path(spec["demos"])
+    if bc_state(bc_dir) == "done":
+        return
+    if bc_dir.exists():
+        move_aside(bc_dir)
+    if not demos.exists():
+        task = get_task(spec["task"])
+        print(f"generating {spec['demo_episodes']} demos -> {demos}", file=sys.stderr)
+        write_demos(demos, task.generate(spec["demo_episodes"], spec["seed"], spec["demo_noise"]), task.meta())
+    cfg = bc_preset(spec["task"], spec["size"], str(demos), seed=spec["seed"], out_dir=str(bc_dir.parent),
+                    run_name=bc_dir.name, threads=spec["threads"], **spec["overrides"])
+    _, res = pretrain(cfg)
+    (bc_dir / "DONE").write_text(json.dumps(res, indent=1, default=float))
+    print(f"BC done: {res}", file=sys.stderr)
+
+
+def _worker_train(spec: dict) -> None:
+    from flowft.train.loop import Trainer
+
+    cfg, run_dir = cell_config(spec), Path(spec["run_dir"])
+    state = cell_state(run_dir, cfg.run.env_steps)
+    if state in FINISHED:
+        print(f"{run_dir}: already {state}", file=sys.stderr)
+        return
+    if state == "restart":
+        move_aside(run_dir)
+    t0 = time.perf_counter()
+    trainer = Trainer(cfg, run_dir=run_dir, resume=state == "resume")
+    res = trainer.run()
+    write_done(run_dir, trainer.env_steps, result=res, wall_s=time.perf_counter() - t0, started_as=state)
+    print(f"done: {res}", file=sys.stderr)
+
+
+def worker_main(argv: list[str]) -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind so env worker processes are closed
+    spec = json.loads(argv[0])
+    (_worker_bc if spec["kind"] == "bc" else _worker_train)(spec)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(sys.argv[1:]))
