@@ -326,3 +326,26 @@ def test_stop_cells_kills_a_cell_that_ignores_sigterm_and_its_workers(tmp_path):
         time.sleep(0.1)
     else:
         raise AssertionError("the cell's worker process survived stop_cells")
+
+
+def test_a_cell_run_by_another_sitting_is_left_alone(tmp_path, monkeypatch):
+    """Two sittings of one suite: the second must neither launch the first's cells nor move their live dirs aside."""
+    from flowft.bench import worker
+
+    jobs = runner.plan(get_suite("toy-smoke"), tmp_path, seeds=(0,))
+    bc, cell = jobs[0], next(j for j in jobs if j.kind == "train")
+    cell.path.mkdir(parents=True)
+    (cell.path / "metrics.csv").write_text("env_steps\n0\n")  # live, no checkpoint yet: would be a "restart"
+    held = [runner.try_lock(bc.path), runner.try_lock(cell.path)]  # the "first sitting"
+    assert all(held) and runner.try_lock(cell.path) is None
+    again = {j.key: j for j in runner.plan(get_suite("toy-smoke"), tmp_path, seeds=(0,))}
+    assert again[bc.key].state == "busy" and again[cell.key].state == "busy"
+    monkeypatch.setattr(runner, "_launch", _no_launch)
+    out = {j.key: j.outcome for j in runner.execute(list(again.values()), workers=2, poll_s=0.01)}
+    assert out[bc.key] == out[cell.key] == "busy" and set(out.values()) == {"busy", "waiting"}
+    assert not list(tmp_path.rglob("*.FAILED"))
+    assert worker.worker_main([json.dumps(cell.spec)]) == runner.BUSY_RC  # a race past plan(): refused too
+    assert (cell.path / "metrics.csv").exists() and not list(cell.path.parent.glob("*.aborted-*"))
+    for f in held:
+        f.close()
+    assert not runner.is_busy(cell.path)

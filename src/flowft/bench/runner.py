@@ -9,10 +9,11 @@ Layout under <out>/<suite>/:
     <task>/<algo>/s<seed>/             the Trainer's run dir (config.json, metrics.csv, checkpoints/, DONE)
     <task>/<algo>/s<seed>.log          the job's stdout+stderr (appended per sitting)
     <task>/<algo>/s<seed>.FAILED       present while the last attempt failed (JSON: rc, log tail)
+    <task>/<algo>/s<seed>.lock         flock held by the job's process while it runs (see try_lock)
 
 Cell states: done (DONE marker at the budget, or final checkpoint at the budget), diverged (DIVERGED.txt; not
 retried), resume (checkpoints but not done -> Trainer(cfg, run_dir, resume=True)), restart (run dir without a
-checkpoint -> moved aside to <dir>.aborted-<time>, then fresh), new. Failed jobs are retried on the next sitting.
+checkpoint -> moved aside to <dir>.aborted-<time>, then fresh), new, busy (locked: another sitting runs it). Failed jobs are retried on the next sitting.
 Each job is a subprocess `python -m flowft.bench.worker JOB_JSON` (bench/worker.py) with torch/OMP threads set per worker.
 """
 
@@ -31,6 +32,7 @@ from flowft.bench.suites import Suite, get_suite, resolve_algorithms
 from flowft.utils.provenance import source_digest
 
 FINISHED = ("done", "diverged")
+BUSY_RC = 75  # EX_TEMPFAIL: the worker found its cell locked by another sitting
 STOP_GRACE_S = 60.0  # how long an interrupted cell may take to unwind before it is killed
 
 
@@ -56,6 +58,38 @@ class Job:
     @property
     def failed_marker(self) -> Path:
         return self.path.with_name(self.path.name + ".FAILED")
+
+
+# ------------------------------------------------------------------------------------------------ cell lock
+def lock_path(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name + ".lock")
+
+
+def try_lock(path: Path):
+    """Take the exclusive lock of the job at `path` (<cell>.lock, flock): the open file to keep while the job runs,
+    or None when another process holds it. The kernel drops the lock when its holder exits, however it exits, so
+    a crashed sitting never leaves a stale lock. Two sittings of one suite at once would otherwise both start the
+    same cell, and the second would move the first's live run dir aside (seen on 2026-11-27)."""
+    import fcntl
+
+    lock = lock_path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    f = lock.open("a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
+
+
+def is_busy(path: Path) -> bool:
+    """True while another process runs the job at `path` (its lock is held)."""
+    f = try_lock(path)
+    if f is None:
+        return True
+    f.close()
+    return False
 
 
 # ------------------------------------------------------------------------------------------------ cell state
@@ -170,14 +204,16 @@ def plan(suite: Suite, out_dir: Path, only_algos=(), only_tasks=(), seeds=(), wo
             spec = {"kind": "bc", "task": task, "seed": seed, "size": suite.size, "threads": threads,
                     "bc_dir": str(bc_dir), "demos": str(root / task / "demos" / f"s{seed}-n{bc.demo_episodes}.hdf5"),
                     "demo_episodes": bc.demo_episodes, "demo_noise": bc.demo_noise, "overrides": bc.overrides()}
-            jobs.append(Job(f"{task}/bc/s{seed}", "bc", bc_dir, spec, state=bc_state(bc_dir)))
+            state = "busy" if is_busy(bc_dir) else bc_state(bc_dir)
+            jobs.append(Job(f"{task}/bc/s{seed}", "bc", bc_dir, spec, state=state))
     for task in tasks:
         for seed in seeds:
             for label in algos:
                 spec = train_spec(suite, root, task, label, seed, threads)
                 run_dir, steps = Path(spec["run_dir"]), cell_config(spec).run.env_steps
+                state = "busy" if is_busy(run_dir) else cell_state(run_dir, steps)
                 jobs.append(Job(f"{task}/{label}/s{seed}", "train", run_dir, spec, deps=[f"{task}/bc/s{seed}"],
-                                state=cell_state(run_dir, steps)))
+                                state=state))
     return jobs
 
 
@@ -256,6 +292,9 @@ def _record(job: Job, rc: int) -> None:
         job.outcome = "ok"
         job.failed_marker.unlink(missing_ok=True)
         return
+    if rc == BUSY_RC:  # locked by another sitting after plan() looked: not a failure of this cell
+        job.outcome = "busy"
+        return
     job.outcome = "diverged" if (job.path / "DIVERGED.txt").exists() else "failed"
     tail = job.log.read_text(errors="replace").splitlines()[-25:] if job.log.exists() else []
     job.failed_marker.write_text(json.dumps({"rc": rc, "outcome": job.outcome, "when": time.strftime("%F %T"),
@@ -273,11 +312,11 @@ def execute(jobs: list[Job], workers: int, poll_s: float = 0.5, desc: str = "ben
     """Run every unfinished job (deps first) with at most `workers` subprocesses; never stops on a failure."""
     from tqdm import tqdm
 
-    status = {j.key: ("ok" if j.state in FINISHED else "") for j in jobs}
-    pending = [j for j in jobs if j.state not in FINISHED]
+    status = {j.key: ("ok" if j.state in FINISHED else "busy" if j.state == "busy" else "") for j in jobs}
+    pending = [j for j in jobs if j.state not in FINISHED and j.state != "busy"]
     for j in jobs:
-        if j.state in FINISHED:
-            j.outcome = "skipped"
+        if j.state in FINISHED or j.state == "busy":  # busy: another sitting runs it, leave it alone
+            j.outcome = "skipped" if j.state in FINISHED else "busy"
     running: dict[str, tuple[subprocess.Popen, Job, float]] = {}
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc=desc, unit="job", dynamic_ncols=True)
     try:
@@ -300,6 +339,11 @@ def execute(jobs: list[Job], workers: int, poll_s: float = 0.5, desc: str = "ben
                     pending.remove(job)
                     bar.update(1)
                     bar.write(f" blocked  {job.key}  ({bad[0]} failed)")
+                elif any(status.get(d) == "busy" for d in job.deps):  # its BC is being made elsewhere
+                    job.outcome = "waiting"
+                    pending.remove(job)
+                    bar.update(1)
+                    bar.write(f" waiting  {job.key}  (its dependency runs in another sitting; run this again later)")
                 elif len(running) < workers and all(status.get(d) == "ok" for d in job.deps):
                     running[job.key] = (_launch(job), job, time.perf_counter())
                     pending.remove(job)

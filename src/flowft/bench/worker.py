@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from flowft.bench.runner import FINISHED, bc_state, cell_config, cell_state, move_aside, write_done
+from flowft.bench.runner import (BUSY_RC, FINISHED, bc_state, cell_config, cell_state, lock_path, move_aside,
+                                 try_lock, write_done)
 
 
 def _worker_bc(spec: dict) -> None:
@@ -57,6 +58,12 @@ def _worker_train(spec: dict) -> None:
 def worker_main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind so env worker processes are closed
     spec = json.loads(argv[0])
+    path = Path(spec["bc_dir"] if spec["kind"] == "bc" else spec["run_dir"])
+    lock = try_lock(path)  # held until this process exits
+    if lock is None:
+        print(f"{path}: another bench sitting is running this job ({lock_path(path)} is locked); left alone",
+              file=sys.stderr)
+        return BUSY_RC
     (_worker_bc if spec["kind"] == "bc" else _worker_train)(spec)
     return 0
 
