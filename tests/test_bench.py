@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flowft.bench import report, runner, stats
+from flowft.bench import locks, report, runner, stats
 from flowft.bench.suites import SUITES, BCStage, Suite, get_suite
 from flowft.bench.verify import verify_report
 from flowft.cli import main
@@ -336,8 +336,8 @@ def test_a_cell_run_by_another_sitting_is_left_alone(tmp_path, monkeypatch):
     bc, cell = jobs[0], next(j for j in jobs if j.kind == "train")
     cell.path.mkdir(parents=True)
     (cell.path / "metrics.csv").write_text("env_steps\n0\n")  # live, no checkpoint yet: would be a "restart"
-    held = [runner.try_lock(bc.path), runner.try_lock(cell.path)]  # the "first sitting"
-    assert all(held) and runner.try_lock(cell.path) is None
+    held = [locks.try_lock(bc.path), locks.try_lock(cell.path)]  # the "first sitting"
+    assert all(held) and locks.try_lock(cell.path) is None
     again = {j.key: j for j in runner.plan(get_suite("toy-smoke"), tmp_path, seeds=(0,))}
     assert again[bc.key].state == "busy" and again[cell.key].state == "busy"
     monkeypatch.setattr(runner, "_launch", _no_launch)
@@ -348,4 +348,4 @@ def test_a_cell_run_by_another_sitting_is_left_alone(tmp_path, monkeypatch):
     assert (cell.path / "metrics.csv").exists() and not list(cell.path.parent.glob("*.aborted-*"))
     for f in held:
         f.close()
-    assert not runner.is_busy(cell.path)
+    assert not locks.is_busy(cell.path)

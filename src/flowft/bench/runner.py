@@ -9,12 +9,13 @@ Layout under <out>/<suite>/:
     <task>/<algo>/s<seed>/             the Trainer's run dir (config.json, metrics.csv, checkpoints/, DONE)
     <task>/<algo>/s<seed>.log          the job's stdout+stderr (appended per sitting)
     <task>/<algo>/s<seed>.FAILED       present while the last attempt failed (JSON: rc, log tail)
-    <task>/<algo>/s<seed>.lock         flock held by the job's process while it runs (see try_lock)
+    <task>/<algo>/s<seed>.lock         flock held by the job's process while it runs (bench/locks.py)
 
 Cell states: done (DONE marker at the budget, or final checkpoint at the budget), diverged (DIVERGED.txt; not
 retried), resume (checkpoints but not done -> Trainer(cfg, run_dir, resume=True)), restart (run dir without a
-checkpoint -> moved aside to <dir>.aborted-<time>, then fresh), new, busy (locked: another sitting runs it). Failed jobs are retried on the next sitting.
-Each job is a subprocess `python -m flowft.bench.worker JOB_JSON` (bench/worker.py) with torch/OMP threads set per worker.
+checkpoint -> moved aside to <dir>.aborted-<time>, then fresh), new, busy (locked by another sitting: left alone,
+bench/locks.py). Failed jobs are retried on the next sitting. Each job is a subprocess
+`python -m flowft.bench.worker JOB_JSON` (bench/worker.py) with torch/OMP threads set per worker.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
+from flowft.bench.locks import is_busy
 from flowft.bench.suites import Suite, get_suite, resolve_algorithms
 from flowft.utils.provenance import source_digest
 
@@ -58,38 +60,6 @@ class Job:
     @property
     def failed_marker(self) -> Path:
         return self.path.with_name(self.path.name + ".FAILED")
-
-
-# ------------------------------------------------------------------------------------------------ cell lock
-def lock_path(path: Path) -> Path:
-    return Path(path).with_name(Path(path).name + ".lock")
-
-
-def try_lock(path: Path):
-    """Take the exclusive lock of the job at `path` (<cell>.lock, flock): the open file to keep while the job runs,
-    or None when another process holds it. The kernel drops the lock when its holder exits, however it exits, so
-    a crashed sitting never leaves a stale lock. Two sittings of one suite at once would otherwise both start the
-    same cell, and the second would move the first's live run dir aside (seen on 2026-11-27)."""
-    import fcntl
-
-    lock = lock_path(path)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    f = lock.open("a")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        return None
-    return f
-
-
-def is_busy(path: Path) -> bool:
-    """True while another process runs the job at `path` (its lock is held)."""
-    f = try_lock(path)
-    if f is None:
-        return True
-    f.close()
-    return False
 
 
 # ------------------------------------------------------------------------------------------------ cell state

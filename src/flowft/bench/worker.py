@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from flowft.bench.runner import (BUSY_RC, FINISHED, bc_state, cell_config, cell_state, lock_path, move_aside,
-                                 try_lock, write_done)
+from flowft.bench.locks import lock_path, try_lock
+from flowft.bench.runner import BUSY_RC, FINISHED, bc_state, cell_config, cell_state, move_aside, write_done
 
 
 def _worker_bc(spec: dict) -> None:
