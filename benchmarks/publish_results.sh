@@ -38,9 +38,10 @@ flowft report $DST/cpu-can-door/door --out $R/door --title "Adroit door: the iss
 python benchmarks/claims.py $DST/cpu-small --switch 2000 --window 4000 --out $R/claims-toy.md \
     --methods ogpo ogpo-ca ogpo-plus ogpo-plus-ca ogpo-plus-ca-min-target ogpo-plus-ca-group-std \
               ogpo-plus-ca-no-sde-correction ogpo-bptt ogpo-awr-fm ogpo-awr ogpo-fpo
-# Lift is evaluated at 0 and 12k only: its table gives the per-seed start and final (the window columns read "no eval")
+# Lift is evaluated at 0 and 12k only: its table gives the per-seed start and final (the window columns read "no eval");
+# methods without finished cells are left out of the table
 python benchmarks/claims.py $DST/cpu-lift --switch 6000 --window 4000 --out $R/claims-lift.md \
-    --methods ogpo ogpo-plus ogpo-plus-ca dppo dsrl qc expo residual
+    --methods ogpo ogpo-plus ogpo-plus-ca dppo dsrl qc expo residual bon-sft ogpo-awr ogpo-awr-fm ogpo-fpo ogpo-bptt
 # door: the actor starts at 6k (2k warm-up steps + 1000 critic-only updates at UTD 0.25)
 python benchmarks/claims.py $DST/cpu-can-door/door --switch 6000 --window 4000 --out $R/claims-door.md \
     --methods ogpo ogpo-plus ogpo-plus-ca dppo dsrl qc expo residual
