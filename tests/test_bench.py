@@ -312,6 +312,7 @@ def test_stop_cells_kills_a_cell_that_ignores_sigterm_and_its_workers(tmp_path):
     t0 = time.monotonic()
     assert runner.stop_cells(procs, grace_s=1.0) == [-9, -15]
     assert time.monotonic() - t0 < 10
+
     def alive(pid: int) -> bool:  # a zombie (killed, not yet reaped by whatever PID 1 is) counts as dead
         try:
             os.kill(pid, 0)
@@ -333,6 +334,7 @@ def test_a_cell_run_by_another_sitting_is_left_alone(tmp_path, monkeypatch):
     from flowft.bench import worker
 
     jobs = runner.plan(get_suite("toy-smoke"), tmp_path, seeds=(0,))
+    assert not list(tmp_path.iterdir())  # planning creates no lock files or directories
     bc, cell = jobs[0], next(j for j in jobs if j.kind == "train")
     cell.path.mkdir(parents=True)
     (cell.path / "metrics.csv").write_text("env_steps\n0\n")  # live, no checkpoint yet: would be a "restart"

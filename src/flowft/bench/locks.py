@@ -28,7 +28,10 @@ def try_lock(path: Path):
 
 
 def is_busy(path: Path) -> bool:
-    """True while another process runs the job at `path` (its lock is held)."""
+    """True while another process runs the job at `path` (its lock is held). Creates nothing: planning (and
+    `--dry-run`) must not leave lock files or directories behind."""
+    if not lock_path(path).exists():  # never locked, so nobody holds it
+        return False
     f = try_lock(path)
     if f is None:
         return True

@@ -282,11 +282,10 @@ def execute(jobs: list[Job], workers: int, poll_s: float = 0.5, desc: str = "ben
     """Run every unfinished job (deps first) with at most `workers` subprocesses; never stops on a failure."""
     from tqdm import tqdm
 
-    status = {j.key: ("ok" if j.state in FINISHED else "busy" if j.state == "busy" else "") for j in jobs}
-    pending = [j for j in jobs if j.state not in FINISHED and j.state != "busy"]
-    for j in jobs:
-        if j.state in FINISHED or j.state == "busy":  # busy: another sitting runs it, leave it alone
-            j.outcome = "skipped" if j.state in FINISHED else "busy"
+    for j in jobs:  # busy: another sitting runs it, leave it alone
+        j.outcome = "skipped" if j.state in FINISHED else "busy" if j.state == "busy" else ""
+    pending = [j for j in jobs if not j.outcome]
+    status = {j.key: "ok" if j.outcome == "skipped" else j.outcome for j in jobs}
     running: dict[str, tuple[subprocess.Popen, Job, float]] = {}
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc=desc, unit="job", dynamic_ncols=True)
     try:

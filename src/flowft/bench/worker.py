@@ -56,7 +56,6 @@ def _worker_train(spec: dict) -> None:
 
 
 def worker_main(argv: list[str]) -> int:
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind so env worker processes are closed
     spec = json.loads(argv[0])
     path = Path(spec["bc_dir"] if spec["kind"] == "bc" else spec["run_dir"])
     lock = try_lock(path)  # held until this process exits
@@ -69,4 +68,6 @@ def worker_main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    # set by the job process only (not by worker_main, which tests call in-process)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind so env worker processes are closed
     sys.exit(worker_main(sys.argv[1:]))
