@@ -27,13 +27,11 @@ flowft report $DST/cpu-small --label parent --out $R/toy-extraction --title "Toy
 flowft report $DST/cpu-small --label parent --out $R/toy-ablations --title "Toy: OGPO+CA ablations" \
     --methods ogpo-plus-ca ogpo-plus-ca-min-target ogpo-plus-ca-group-std ogpo-plus-ca-no-sde-correction \
               ogpo ogpo-ca ogpo-plus
-# Lift: the issue-6 methods (3 seeds); the extraction presets and Best-of-N SFT where their cells exist
+# Lift: the issue-6 methods (3 seeds); the extraction presets and Best-of-N SFT (seed 0)
 flowft report $DST/cpu-lift --out $R/lift --title "Lift: the issue-6 methods" \
     --methods ogpo ogpo-plus ogpo-plus-ca dppo dsrl qc expo residual
-if compgen -G "$DST/cpu-lift/lift/ogpo-bptt/s*" > /dev/null; then
-  flowft report $DST/cpu-lift --out $R/lift-extraction --title "Lift: policy extraction and Best-of-N SFT" \
-      --methods ogpo-plus-ca bon-sft ogpo-awr ogpo-awr-fm ogpo-fpo ogpo-bptt
-fi
+flowft report $DST/cpu-lift --out $R/lift-extraction --title "Lift: policy extraction and Best-of-N SFT" \
+    --methods ogpo-plus-ca bon-sft ogpo-awr ogpo-awr-fm ogpo-fpo ogpo-bptt
 flowft report $DST/cpu-can-door/door --out $R/door --title "Adroit door: the issue-6 methods, evaluated every 1k env steps"
 python benchmarks/claims.py $DST/cpu-small --switch 2000 --window 4000 --out $R/claims-toy.md \
     --methods ogpo ogpo-ca ogpo-plus ogpo-plus-ca ogpo-plus-ca-min-target ogpo-plus-ca-group-std \
