@@ -170,7 +170,7 @@ class BenchArgs:
     out_dir: str = "runs/bench"
     """Suite root is OUT_DIR/SUITE."""
     dry_run: bool = False
-    """Print every job and its state (done / resume / new / restart); run nothing, write nothing."""
+    """Print every job and its state (done / resume / new / restart / busy); run nothing, write nothing."""
     only_algos: tuple[str, ...] = ()
     only_tasks: tuple[str, ...] = ()
     seeds: tuple[int, ...] = ()
