@@ -1,8 +1,10 @@
 """CLI: --help for every verb and preset, preset parsing, and the demos -> pretrain -> train -> eval -> plot path."""
 
+import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -76,6 +78,21 @@ def test_cli_end_to_end_on_toy(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "r"), "--episodes", "8", "--envs", "4"]) == 0
     out = capsys.readouterr().out
     assert "ode {'success'" in out and "bon {'success'" in out
+    # --out collects evaluations of several checkpoints in one table, with the printed numbers
+    table = tmp_path / "evals.csv"
+    assert main(["eval", str(tmp_path / "r"), "--episodes", "8", "--envs", "4", "--samplers", "ode", "sde",
+                 "--out", str(table)]) == 0
+    printed = capsys.readouterr().out
+    assert main(["eval", str(bc.parent), "--episodes", "8", "--envs", "4", "--samplers", "sde", "--out", str(table)]) == 0
+    rows = list(csv.DictReader(table.open()))
+    assert [(r["sampler"], Path(r["checkpoint"]).parent.name) for r in rows] == \
+        [("ode", "checkpoints"), ("sde", "checkpoints"), ("sde", "bc")]
+    assert all(r["task"] == "toy" and r["episodes"] == "8" and r["seed"] == "12345" for r in rows)
+    assert f"ode {{'success': {round(float(rows[0]['success']), 4)}" in printed
+    foreign = tmp_path / "other.csv"
+    foreign.write_text("a,b\n1,2\n")
+    assert main(["eval", str(tmp_path / "r"), "--episodes", "8", "--envs", "4", "--out", str(foreign)]) == 2
+    assert "not an eval table" in capsys.readouterr().err and foreign.read_text() == "a,b\n1,2\n"
     pytest.importorskip("imageio_ffmpeg")
     assert main(["eval", str(tmp_path / "r"), "--episodes", "4", "--envs", "2", "--samplers", "ode", "--video"]) == 0
     videos = list((tmp_path / "r").rglob("eval_ode.mp4"))

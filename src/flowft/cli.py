@@ -133,15 +133,27 @@ class EvalArgs:
     device: str = "cpu"
     video: bool = False
     """Write an mp4 of env 0's first episode per sampler (needs the [video] extra and an offscreen renderer)."""
+    out: str = ""
+    """Also append one row per sampler to this CSV (created with a header if new; an existing file must have the
+    same columns), so several checkpoints' evaluations collect in one table."""
 
 
 def cmd_eval(argv: list[str]) -> int:
-    from flowft.evaluation_cli import run_eval
+    from flowft.evaluation_cli import append_eval_csv, check_eval_csv, run_eval
 
     args = tyro.cli(EvalArgs, args=argv, prog="flowft eval", description="Evaluate a checkpoint.")
-    for sampler, res in run_eval(args.path, args.samplers, args.episodes, args.envs, args.seed, args.device,
-                                 args.video).items():
+    try:
+        if args.out:
+            check_eval_csv(Path(args.out))  # refuse a foreign CSV before spending the evaluation
+        results = run_eval(args.path, args.samplers, args.episodes, args.envs, args.seed, args.device, args.video)
+    except ValueError as err:
+        print(f"flowft eval: {err}", file=sys.stderr)
+        return 2
+    for sampler, res in results.items():
         print(sampler, {k: round(v, 4) for k, v in res.items()})
+    if args.out:
+        append_eval_csv(Path(args.out), args.path, args.seed, results)
+        print(f"appended {len(results)} rows to {args.out}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import torch
@@ -30,6 +31,39 @@ def run_eval(path: str, samplers, episodes: int, envs: int, seed: int, device: s
     if video:
         record_videos(fns, samplers, task, ckpt / "videos", seed, dev)
     return out
+
+
+EVAL_COLUMNS = ("checkpoint", "task", "sampler", "seed", "episodes", "success", "return", "success_length", "source")
+
+
+def check_eval_csv(out: Path) -> None:
+    """An existing --out file must be an eval table with our columns: never append to (or clobber) another file."""
+    if out.exists():
+        with out.open(newline="") as f:
+            header = next(csv.reader(f), None)
+        if tuple(header or ()) != EVAL_COLUMNS:
+            raise ValueError(f"--out {out}: exists with columns {header}, not an eval table {list(EVAL_COLUMNS)}; "
+                             "choose another file")
+
+
+def append_eval_csv(out: Path, path: str, seed: int, results: dict) -> None:
+    """One row per sampler; `checkpoint` is the resolved checkpoint dir (its name is the env step of a training
+    checkpoint), `source` the digest of the code that evaluated it (utils/provenance.py)."""
+    from flowft.utils.provenance import source_digest
+
+    check_eval_csv(out)
+    ckpt = resolve_checkpoint(path)
+    cfg = read_json(ckpt / "config.json")
+    task = cfg["task"] if cfg.get("kind") == "bc" else cfg["run"]["task"]
+    new = not out.exists()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a", newline="") as f:
+        w = csv.writer(f)
+        if new:
+            w.writerow(EVAL_COLUMNS)
+        for sampler, r in results.items():
+            w.writerow([str(ckpt), task, sampler, seed, int(r["episodes"]), r["success"], r["return"],
+                        r["success_length"], source_digest()])
 
 
 def record_videos(fns, samplers, task, out_dir: Path, seed: int, device) -> list[Path]:
