@@ -23,14 +23,18 @@ def run_eval(path: str, samplers, episodes: int, envs: int, seed: int, device: s
     if missing:
         raise ValueError(f"{ckpt}: samplers {missing} not available for this checkpoint (available: {sorted(fns)}; "
                          "a BC checkpoint has no critic, so no `bon`)")
-    task_name = cfg["task"] if cfg.get("kind") == "bc" else cfg["run"]["task"]
-    task = get_task(task_name)
+    task = get_task(checkpoint_task(cfg))
     venv = make_vec_env(task, envs)
     out = {s: evaluate(fns[s], venv, task.chunk_len, episodes, seed=seed, stream=0, device=dev) for s in samplers}
     venv.close()
     if video:
         record_videos(fns, samplers, task, ckpt / "videos", seed, dev)
     return out
+
+
+def checkpoint_task(cfg: dict) -> str:
+    """The task name in a BC or a training checkpoint's config.json."""
+    return cfg["task"] if cfg.get("kind") == "bc" else cfg["run"]["task"]
 
 
 EVAL_COLUMNS = ("checkpoint", "task", "sampler", "seed", "episodes", "success", "return", "success_length", "source")
@@ -53,8 +57,7 @@ def append_eval_csv(out: Path, path: str, seed: int, results: dict) -> None:
 
     check_eval_csv(out)
     ckpt = resolve_checkpoint(path)
-    cfg = read_json(ckpt / "config.json")
-    task = cfg["task"] if cfg.get("kind") == "bc" else cfg["run"]["task"]
+    task, source = checkpoint_task(read_json(ckpt / "config.json")), source_digest()
     new = not out.exists()
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a", newline="") as f:
@@ -63,7 +66,7 @@ def append_eval_csv(out: Path, path: str, seed: int, results: dict) -> None:
             w.writerow(EVAL_COLUMNS)
         for sampler, r in results.items():
             w.writerow([str(ckpt), task, sampler, seed, int(r["episodes"]), r["success"], r["return"],
-                        r["success_length"], source_digest()])
+                        r["success_length"], source])
 
 
 def record_videos(fns, samplers, task, out_dir: Path, seed: int, device) -> list[Path]:
