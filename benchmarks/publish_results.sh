@@ -17,6 +17,16 @@ for suite in cpu-small cpu-lift cpu-can-door; do
   done
   cp "$SRC/$suite/suite.json" "$SRC/$suite/sittings.jsonl" "$DST/$suite/" 2>/dev/null || true
 done
+# single-cell diagnostics run outside the suites (python -m flowft.bench.runner SPEC, results.md §3): runs/diag next
+# to runs/bench
+DIAG=$(dirname "$SRC")/diag
+if [ -d "$DIAG" ]; then
+  find "$DIAG" -name DONE | while read -r f; do
+    d=$(dirname "$f"); rel=diag/${d#"$DIAG"/}
+    mkdir -p "$DST/$rel"
+    for g in config.json metrics.csv provenance.jsonl DONE; do [ -f "$d/$g" ] && cp "$d/$g" "$DST/$rel/"; done
+  done
+fi
 
 R=docs/results
 flowft report $DST/cpu-small --label parent --out $R/toy-main --title "Toy: OGPO variants and the baselines" \
@@ -37,6 +47,11 @@ flowft report $DST/cpu-lift --out $R/lift-extraction --title "Lift: policy extra
 # (DSRL, QC, EXPO and residual RL were not rerun on Can: results.md §3, §7)
 flowft report $DST/cpu-can-door/can --out $R/can --title "Can: OGPO, OGPO+, OGPO+CA and DPPO" \
     --methods ogpo ogpo-plus ogpo-plus-ca dppo --metrics train/episode_success
+# Can diagnostic (seed 0): OGPO+CA with the authors' actor step sizes (lr 4.5e-5 -> 2e-5 floor, actor EMA 0.005)
+# against the same seed's cpu-can-door cell (lr 3e-4 -> 1e-4, EMA 0.05)
+flowft report $DST/cpu-can-door/can/ogpo-plus-ca/s0 $DST/diag/can --label parent --out $R/can-diag \
+    --title "Can seed 0: OGPO+CA with the CPU preset's and the authors' actor step sizes" \
+    --metrics train/episode_success train/critic/q_mean train/actor/clip_frac
 flowft report $DST/cpu-can-door/door --out $R/door --title "Adroit door: the issue-6 methods, evaluated every 1k env steps"
 python benchmarks/claims.py $DST/cpu-small --switch 2000 --window 4000 --out $R/claims-toy.md \
     --methods ogpo ogpo-ca ogpo-plus ogpo-plus-ca ogpo-plus-ca-min-target ogpo-plus-ca-group-std \
