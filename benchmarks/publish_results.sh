@@ -44,9 +44,8 @@ flowft report $DST/cpu-lift --out $R/lift-extraction --title "Lift: policy extra
     --methods ogpo-plus-ca bon-sft ogpo-awr ogpo-awr-fm ogpo-fpo ogpo-bptt
 # Can: evaluated at 0 and 12k only; the extra panel is the rollout (data-collecting) policy's episode success,
 # logged every 1k env steps, which on Can parts from the ODE evaluation (results.md §3)
-# (DSRL, QC, EXPO and residual RL were not rerun on Can: results.md §3, §7)
-flowft report $DST/cpu-can-door/can --out $R/can --title "Can: OGPO, OGPO+, OGPO+CA and DPPO" \
-    --methods ogpo ogpo-plus ogpo-plus-ca dppo --metrics train/episode_success
+flowft report $DST/cpu-can-door/can --out $R/can --title "Can: the issue-6 methods" \
+    --methods ogpo ogpo-plus ogpo-plus-ca dppo dsrl qc expo residual --metrics train/episode_success
 # Can diagnostic (seed 0): OGPO+CA with the authors' actor step sizes (lr 4.5e-5 -> 2e-5 floor, actor EMA 0.005)
 # against the same seed's cpu-can-door cell (lr 3e-4 -> 1e-4, EMA 0.05)
 flowft report $DST/cpu-can-door/can/ogpo-plus-ca/s0 $DST/diag/can --label parent --out $R/can-diag \
@@ -61,7 +60,7 @@ python benchmarks/claims.py $DST/cpu-small --switch 2000 --window 4000 --out $R/
 python benchmarks/claims.py $DST/cpu-lift --switch 6000 --window 4000 --out $R/claims-lift.md \
     --methods ogpo ogpo-plus ogpo-plus-ca dppo dsrl qc expo residual bon-sft ogpo-awr ogpo-awr-fm ogpo-fpo ogpo-bptt
 python benchmarks/claims.py $DST/cpu-can-door/can --switch 6000 --window 4000 --out $R/claims-can.md \
-    --methods ogpo ogpo-plus ogpo-plus-ca dppo
+    --methods ogpo ogpo-plus ogpo-plus-ca dppo dsrl qc expo residual
 # door: the actor starts at 6k (2k warm-up steps + 1000 critic-only updates at UTD 0.25)
 python benchmarks/claims.py $DST/cpu-can-door/door --switch 6000 --window 4000 --out $R/claims-door.md \
     --methods ogpo ogpo-plus ogpo-plus-ca dppo dsrl qc expo residual
