@@ -1,5 +1,6 @@
 """Exact resume: a run interrupted at a checkpoint and resumed is bit-identical to an uninterrupted run (CPU)."""
 
+import csv
 from dataclasses import replace
 
 import pytest
@@ -22,6 +23,7 @@ def final_weights(run_dir):
 
 def test_resume_is_bit_identical(bc, tmp_path):
     cfg = tiny_train_config(bc, tmp_path)
+    cfg = replace(cfg, run=replace(cfg.run, log=replace(cfg.run.log, log_every=160)))  # training rows around 320
     full = Trainer(replace(cfg, run=replace(cfg.run, run_name="full")))
     full.run()
     part = Trainer(replace(cfg, run=replace(cfg.run, run_name="part")))
@@ -30,6 +32,8 @@ def test_resume_is_bit_identical(bc, tmp_path):
     assert part.algo.grad_steps > 0  # updates happened before the interruption
     resumed = Trainer(replace(cfg, run=replace(cfg.run, run_name="part")), run_dir=part.run_dir, resume=True)
     assert resumed.env_steps == 320
+    # the train/episode_* window (last 50 finished episodes) continues instead of restarting empty
+    assert part.recent and resumed.recent == part.recent[-50:]
     resumed.run()
     a, b = final_weights(full.run_dir), final_weights(part.run_dir)
     assert a.keys() == b.keys()
@@ -45,6 +49,14 @@ def test_resume_is_bit_identical(bc, tmp_path):
     rows = (part.run_dir / "metrics.csv").read_text().strip().splitlines()
     steps = [line.split(",")[0] for line in rows[1:]]
     assert len(steps) == len(set(steps))
+    # and logs what the uninterrupted run logged after the resume point, the training-episode window included
+    # (its last-50-episodes mean restarted empty on resume before the window was checkpointed)
+    full_rows = {r["env_steps"]: r for r in csv.DictReader((full.run_dir / "metrics.csv").open())}
+    after = [r for r in csv.DictReader((part.run_dir / "metrics.csv").open()) if int(r["env_steps"]) > 320]
+    assert after and any(r["train/episode_success"] for r in after)
+    for r in after:
+        for key in ("train/episode_success", "train/episode_return", "train/episode_length"):
+            assert r[key] == full_rows[r["env_steps"]][key], (r["env_steps"], key)
 
 
 def test_checkpoint_from_another_config_is_rejected(bc, tmp_path):

@@ -92,6 +92,9 @@ class Trainer:
         state, arrays = load_checkpoint(path, self.config_dict, self.dims, self.algo, self.buffer)
         self.env_steps, self.update_credit = state["env_steps"], state["update_credit"]
         self.resets, self.evals = state["resets"] + 1, state["evals"]
+        # the train/episode_* window (last 50 finished episodes) continues across the resume; checkpoints written
+        # before it was saved have no "recent" and restart the window empty
+        self.recent = state.get("recent", [])
         if state["env_states"] is not None and env_states(self.venv) is not None:
             reset_vec_env(self.venv, self.cfg.run.seed, stream=0)
             restore_env_states(self.venv, state["env_states"])
@@ -102,7 +105,8 @@ class Trainer:
 
     def save(self) -> Path:
         loop_state = {"env_steps": self.env_steps, "update_credit": self.update_credit, "resets": self.resets,
-                      "evals": self.evals, "env_states": env_states(self.venv)}
+                      "evals": self.evals, "env_states": env_states(self.venv),
+                      "recent": self.recent[-50:]}  # JSON-safe: the collector's episode dicts hold int/float/bool
         return save_checkpoint(self.run_dir / "checkpoints", self.env_steps, self.config_dict, self.dims, self.algo,
                                self.buffer if self.cfg.run.save_buffer and not self.on_policy else None, loop_state,
                                self.collector.state_arrays(), self.cfg.run.keep_checkpoints)
