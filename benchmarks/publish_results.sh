@@ -6,14 +6,18 @@
 set -euo pipefail
 SRC=${1:-runs/bench}
 DST=docs/results/runs
+copy_run() {  # copy_run RUN_DIR DEST: the small files of one run
+  mkdir -p "$2"
+  for f in config.json metrics.csv provenance.jsonl DONE; do [ -f "$1/$f" ] && cp "$1/$f" "$2/"; done
+  return 0
+}
 for suite in cpu-small cpu-lift cpu-can-door; do
   [ -d "$SRC/$suite" ] || continue
   find "$SRC/$suite" -name metrics.csv -not -path '*.aborted-*' | while read -r m; do
     d=$(dirname "$m"); rel=${d#"$SRC"/}
     # finished cells only: a training run with its DONE marker, a BC run with its checkpoint
     [ -f "$d/DONE" ] || [ -f "$d/checkpoint/model.safetensors" ] || { echo "skipped (unfinished): $d" >&2; continue; }
-    mkdir -p "$DST/$rel"
-    for f in config.json metrics.csv provenance.jsonl DONE; do [ -f "$d/$f" ] && cp "$d/$f" "$DST/$rel/"; done
+    copy_run "$d" "$DST/$rel"
   done
   cp "$SRC/$suite/suite.json" "$SRC/$suite/sittings.jsonl" "$DST/$suite/" 2>/dev/null || true
 done
@@ -22,9 +26,7 @@ done
 DIAG=$(dirname "$SRC")/diag
 if [ -d "$DIAG" ]; then
   find "$DIAG" -name DONE | while read -r f; do
-    d=$(dirname "$f"); rel=diag/${d#"$DIAG"/}
-    mkdir -p "$DST/$rel"
-    for g in config.json metrics.csv provenance.jsonl DONE; do [ -f "$d/$g" ] && cp "$d/$g" "$DST/$rel/"; done
+    d=$(dirname "$f"); copy_run "$d" "$DST/diag/${d#"$DIAG"/}"
   done
 fi
 

@@ -32,6 +32,8 @@ from flowft.utils.logging import Logger, summary_line
 from flowft.utils.provenance import record as record_provenance
 from flowft.utils.seeding import seed_everything
 
+EPISODE_WINDOW = 50  # train/episode_* are means over the last this-many finished training episodes
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -72,7 +74,7 @@ class Trainer:
         self._extras: dict | None = None
         self.collector = ChunkCollector(self.venv, self.H, self.device)
         self.env_steps, self.update_credit, self.resets, self.evals = 0, 0.0, 0, 0
-        self.recent: list[dict] = []
+        self.recent: list[dict] = []  # the last EPISODE_WINDOW finished training episodes (train/episode_*)
         if resume:
             self._resume()
         else:
@@ -106,7 +108,7 @@ class Trainer:
     def save(self) -> Path:
         loop_state = {"env_steps": self.env_steps, "update_credit": self.update_credit, "resets": self.resets,
                       "evals": self.evals, "env_states": env_states(self.venv),
-                      "recent": self.recent[-50:]}  # JSON-safe: the collector's episode dicts hold int/float/bool
+                      "recent": self.recent}  # JSON-safe: the collector's episode dicts hold int/float/bool
         return save_checkpoint(self.run_dir / "checkpoints", self.env_steps, self.config_dict, self.dims, self.algo,
                                self.buffer if self.cfg.run.save_buffer and not self.on_policy else None, loop_state,
                                self.collector.state_arrays(), self.cfg.run.keep_checkpoints)
@@ -134,7 +136,7 @@ class Trainer:
         else:
             self.buffer.add_batch(res.obs, res.actions, res.rewards, res.terminated, res.truncated,
                                   res.next_obs, res.success)
-        self.recent = (self.recent + res.finished)[-200:]
+        self.recent = (self.recent + res.finished)[-EPISODE_WINDOW:]
 
     def _step_and_train(self, train_stats: dict[str, list[float]]) -> float:
         """One env step of every env, then the updates it pays for; returns the seconds spent updating.
@@ -254,7 +256,7 @@ class Trainer:
     def _episode_stats(self) -> dict[str, float]:
         if not self.recent:
             return {}
-        eps = self.recent[-50:]
+        eps = self.recent
         return {"train/episode_success": float(np.mean([e["success"] for e in eps])),
                 "train/episode_return": float(np.mean([e["return"] for e in eps])),
                 "train/episode_length": float(np.mean([e["length"] for e in eps]))}
