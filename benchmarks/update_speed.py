@@ -1,6 +1,7 @@
 """Update-time benchmark: tiny / mid / paper OGPO updates vs this machine's dense-matmul floor.
 
     python benchmarks/update_speed.py [--device cpu|cuda] [--threads 2] [--repeats 3] [--sizes tiny mid paper]
+        [--microbatch-chains 1024 0] [--matmul-precision highest|high]
 
 For each learner size it builds OGPO on synthetic data of the size's intended task (tiny: the toy task, Do=6, Da=2,
 H=4, K=5; mid and paper: robomimic Square, Do=23, Da=7, H=4, K=10), counts the FLOPs
@@ -12,6 +13,7 @@ everything, so the ratios are comparable even on a noisy shared machine.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 
@@ -55,9 +57,12 @@ def filled_buffer(OBS: int, ACT: int, seed=0) -> ReplayBuffer:
     return buf
 
 
-def bench(size: str, device, repeats: int) -> dict:
+def bench(size: str, device, repeats: int, microbatch_chains: int | None = None) -> dict:
     task, OBS, ACT = DIMS[size]
-    cfg = ogpo_config("ogpo-plus-ca", task, size)
+    # critic_warmup=0: the simulator presets (mid) run critic-only updates first; time the full update
+    cfg = dataclasses.replace(ogpo_config("ogpo-plus-ca", task, size), critic_warmup=0)
+    if microbatch_chains is not None:  # 0 = all G*B chains in one slice (no gradient accumulation)
+        cfg = dataclasses.replace(cfg, microbatch_chains=microbatch_chains)
     algo = OGPO(cfg, OBS, ACT, H, device, seed=0)
     buf = filled_buffer(OBS, ACT)
     algo.update(buf)  # warm-up (allocator, kernels)
@@ -71,7 +76,8 @@ def bench(size: str, device, repeats: int) -> dict:
         algo.update(buf)
         sync(device)
         times.append(time.perf_counter() - t)
-    return {"size": f"{size} ({task})", "gflop": flops / 1e9, "seconds": statistics.median(times)}
+    mb = "" if microbatch_chains is None else f", microbatch {microbatch_chains}"
+    return {"size": f"{size} ({task}{mb})", "gflop": flops / 1e9, "seconds": statistics.median(times)}
 
 
 def main() -> None:
@@ -81,16 +87,23 @@ def main() -> None:
                     help="torch thread counts to measure (each row's floor uses the same count)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sizes", nargs="+", default=["tiny", "mid", "paper"], choices=list(SIZES))
+    ap.add_argument("--microbatch-chains", type=int, nargs="+", default=[None],
+                    help="OGPO's microbatch_chains values to measure (default: the preset's None = 1024 chains per "
+                         "slice on CPU, one slice on CUDA; 0 = one slice)")
+    ap.add_argument("--matmul-precision", default="highest", choices=["highest", "high"],
+                    help="torch.set_float32_matmul_precision: 'high' allows TF32 on NVIDIA GPUs (floor measured alike)")
     args = ap.parse_args()
     device = torch.device(args.device)
+    torch.set_float32_matmul_precision(args.matmul_precision)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
-    print(f"device: {name}")
+    print(f"device: {name}, torch {torch.__version__}, fp32 matmul precision {args.matmul_precision}")
     print("| size (task) | threads | GFLOP / update | measured s / update | matmul GFLOP/s | floor s | ratio |")
     print("|---|---|---|---|---|---|---|")
     for threads in args.threads if device.type == "cpu" else [torch.get_num_threads()]:
         torch.set_num_threads(threads)
         before = matmul_gflops(device)
-        rows = [bench(s, device, args.repeats if s != "tiny" else 20) for s in args.sizes]
+        rows = [bench(s, device, args.repeats if s != "tiny" else 20, mb)
+                for s in args.sizes for mb in args.microbatch_chains]
         gf = statistics.mean([before, matmul_gflops(device)])  # floor measured around the updates, same threads
         for r in rows:
             floor = r["gflop"] / gf

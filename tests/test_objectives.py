@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from flowft.objectives.advantages import advantages, consensus_advantage, group_baseline, vanilla_advantage
-from flowft.objectives.ppo import ppo_clip_loss, ratio_stats
+from flowft.objectives.ppo import group_slices, ppo_clip_loss, ratio_stats
 
 
 def test_group_baseline_includes_the_sample_itself():
@@ -71,3 +71,47 @@ def test_ppo_clipping_kills_gradient_outside_trust_region_in_the_advantage_direc
     assert logp.grad[0].item() == 0.0
     assert logp.grad[1].item() == pytest.approx(torch.exp(torch.tensor(0.1)).item() / 2, rel=1e-5)
     assert stats["clip_frac"] == 1.0
+
+
+@pytest.mark.parametrize("G,B,mbc,device,expected", [
+    (32, 256, None, "cpu", [4] * 8),     # paper size on CPU: 1024-chain slices of 4 group members
+    (32, 256, None, "cuda", [32]),       # on a GPU one slice (docs/benchmarks.md)
+    (32, 256, 0, "cpu", [32]),           # 0 = one slice anywhere
+    (32, 256, 1024, "cuda", [4] * 8),    # an explicit value holds on every device
+    (8, 64, None, "cpu", [8]),           # tiny: 512 chains fit one slice
+    (5, 300, 1024, "cpu", [3, 2]),       # uneven: the last slice is shorter
+    (4, 2000, 1024, "cpu", [1] * 4),     # B alone above the budget: one member per slice
+])
+def test_group_slices_truth_table(G, B, mbc, device, expected):
+    slices = group_slices(G, B, mbc, device)
+    assert [s.stop - s.start for s in slices] == expected
+    assert slices[0].start == 0 and slices[-1].stop == G and all(a.stop == b.start for a, b in zip(slices, slices[1:]))
+
+
+def test_micro_batched_ogpo_update_equals_the_one_slice_update():
+    """The PPO loss is a mean over independent chains: accumulating it over slices gives the same step."""
+    import dataclasses
+
+    import numpy as np
+
+    from flowft.algos.ogpo import OGPO
+    from flowft.data.buffer import ReplayBuffer
+    from flowft.presets import ogpo_config
+
+    rng = np.random.default_rng(0)
+    buf = ReplayBuffer(2, 2000, 6, 2, 4, seed=0)
+    for t in range(200):
+        d = np.array([t % 20 == 19, t % 30 == 29])
+        buf.add_batch(rng.standard_normal((2, 6)), rng.uniform(-1, 1, (2, 2)), -np.ones(2), d, np.zeros(2, bool),
+                      rng.standard_normal((2, 6)), d)
+    base = dataclasses.replace(ogpo_config("ogpo-plus", "toy", "tiny"), critic_warmup=0)
+    params = {}
+    for mbc in (0, 128):  # G=8, B=64: one slice of 512 chains vs four of 128
+        torch.manual_seed(0)  # network init draws from the global generator (the Trainer seeds it per run)
+        algo = OGPO(dataclasses.replace(base, microbatch_chains=mbc), 6, 2, 4, torch.device("cpu"), seed=0)
+        before = [p.detach().clone() for p in algo.actor.parameters()]
+        buf.rng = np.random.default_rng(1)
+        algo.update(buf)
+        params[mbc] = [p.detach().clone() for p in algo.actor.parameters()]
+        assert any(not torch.equal(a, b) for a, b in zip(before, params[mbc]))  # the actor did take a step
+    assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-5) for a, b in zip(params[0], params[128]))

@@ -25,7 +25,7 @@ from flowft.objectives.awr import AWRMode, awr_fm_loss, awr_weights
 from flowft.objectives.bptt import bptt_actor_loss
 from flowft.objectives.fpo import cfm_mc_losses, fpo_clip_loss, fpo_log_ratio
 from flowft.objectives.gradq_variance import q_gradient_at_mean, variance_along_direction
-from flowft.objectives.ppo import ppo_clip_loss, ratio_stats
+from flowft.objectives.ppo import group_slices, ppo_clip_loss, ratio_stats
 from flowft.policies.flow import FlowPolicy, FlowPolicyConfig
 from flowft.utils.schedules import restarting_warmup_cosine
 
@@ -74,10 +74,11 @@ class OGPOConfig:
     drop_partial_chunks: bool = True
     """Weight the TD loss by valid[-1] (reference): chunks crossing an episode end before their last step are
     skipped. False uses them with exact n-step targets."""
-    microbatch_chains: int = 1024
-    """Chains per micro-batch for the teacher-forced log-prob and the imagined-Q pass (0 = all at once). The PPO
-    loss is a mean over independent chains, so gradient accumulation over micro-batches is exact; it keeps the
-    paper config's [G*B*K, 512] activations cache-sized (docs/benchmarks.md)."""
+    microbatch_chains: int | None = None
+    """Chains per micro-batch for the teacher-forced log-prob and the imagined-Q pass (0 = all at once; None =
+    1024 on CPU, all at once on CUDA). The PPO loss is a mean over independent chains, so gradient accumulation
+    over micro-batches is exact; on CPU it keeps the paper config's [G*B*K, 512] activations cache-sized, on an
+    H100 one slice was faster (paper update 73 -> 55 ms; docs/benchmarks.md)."""
     critic_warmup: int = 0
     """Updates at the start of the online phase that train only the critic (the actor waits for a critic that
     has seen data; the reference's `q_warmup_steps`, 0 in its scripts)."""
@@ -194,9 +195,7 @@ class OGPO(Algorithm):
         return stats
 
     def _slices(self, B: int) -> list[slice]:
-        G, mbc = self.cfg.group_size, self.cfg.microbatch_chains
-        mb = G if mbc <= 0 else max(1, min(G, mbc // max(1, B)))  # groups per micro-batch
-        return [slice(g, min(G, g + mb)) for g in range(0, G, mb)]
+        return group_slices(self.cfg.group_size, B, self.cfg.microbatch_chains, self.device.type)
 
     @torch.no_grad()
     def _group_advantages(self, S: torch.Tensor, actions: torch.Tensor, slices: list[slice]):
