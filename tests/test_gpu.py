@@ -20,6 +20,7 @@ def test_ogpo_update_and_act_on_cuda():
         d = np.array([t % 20 == 19, False])
         buf.add_batch(rng.standard_normal((2, 6)), rng.uniform(-1, 1, (2, 2)), -np.ones(2), d, np.zeros(2, bool),
                       rng.standard_normal((2, 6)), d)
+    assert len(algo._slices(1024)) == 1  # microbatch_chains=None: one slice on CUDA (8 slices of 1024 on CPU)
     stats = algo.update(buf)
     assert all(np.isfinite(v) for v in stats.values())
     chunk = algo.act(torch.randn(3, 6, device=dev), "explore")
