@@ -43,7 +43,7 @@ flowft report $DST/cpu-small --label parent --out $R/toy-ablations --title "Toy:
 flowft report $DST/cpu-lift --out $R/lift --title "Lift: the issue-6 methods" \
     --methods ogpo ogpo-plus ogpo-plus-ca dppo dsrl qc expo residual
 flowft report $DST/cpu-lift --out $R/lift-extraction --title "Lift: policy extraction and Best-of-N SFT" \
-    --methods ogpo-plus-ca bon-sft ogpo-awr ogpo-awr-fm ogpo-fpo ogpo-bptt
+    --methods ogpo-plus ogpo-plus-ca bon-sft ogpo-awr ogpo-awr-fm ogpo-fpo ogpo-bptt
 # Can: evaluated at 0 and 12k only; the extra panel is the rollout (data-collecting) policy's episode success,
 # logged every 1k env steps, which on Can parts from the ODE evaluation (results.md §3)
 flowft report $DST/cpu-can-door/can --out $R/can --title "Can: the issue-6 methods" \
