@@ -48,10 +48,11 @@ flowft report $DST/cpu-lift --out $R/lift-extraction --title "Lift: policy extra
 # logged every 1k env steps, which on Can parts from the ODE evaluation (results.md §3)
 flowft report $DST/cpu-can-door/can --out $R/can --title "Can: the issue-6 methods" \
     --methods ogpo ogpo-plus ogpo-plus-ca dppo dsrl qc expo residual --metrics train/episode_success
-# Can diagnostic (seed 0): OGPO+CA with the authors' actor step sizes (lr 4.5e-5 -> 2e-5 floor, actor EMA 0.005)
-# against the same seed's cpu-can-door cell (lr 3e-4 -> 1e-4, EMA 0.05)
-flowft report $DST/cpu-can-door/can/ogpo-plus-ca/s0 $DST/diag/can --label parent --out $R/can-diag \
-    --title "Can seed 0: OGPO+CA with the CPU preset's and the authors' actor step sizes" \
+# Can diagnostic (seeds 0 and 1): OGPO+CA with the authors' actor step sizes (lr 4.5e-5 -> 2e-5 floor, actor EMA
+# 0.005) against the same seeds' cpu-can-door cells (lr 3e-4 -> 1e-4, EMA 0.05)
+flowft report $DST/cpu-can-door/can/ogpo-plus-ca/s0 $DST/cpu-can-door/can/ogpo-plus-ca/s1 $DST/diag/can \
+    --label parent --out $R/can-diag \
+    --title "Can seeds 0-1: OGPO+CA with the CPU preset's and the authors' actor step sizes" \
     --metrics train/episode_success train/critic/q_mean train/actor/clip_frac
 flowft report $DST/cpu-can-door/door --out $R/door --title "Adroit door: the issue-6 methods, evaluated every 1k env steps"
 python benchmarks/claims.py $DST/cpu-small --switch 2000 --window 4000 --out $R/claims-toy.md \
