@@ -1,10 +1,16 @@
 """Advantages and the PPO surrogate against hand-computed answers."""
 
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
 
+from flowft.algos.ogpo import OGPO
+from flowft.data.buffer import ReplayBuffer
 from flowft.objectives.advantages import advantages, consensus_advantage, group_baseline, vanilla_advantage
 from flowft.objectives.ppo import group_slices, ppo_clip_loss, ratio_stats
+from flowft.presets import ogpo_config
 
 
 def test_group_baseline_includes_the_sample_itself():
@@ -90,14 +96,6 @@ def test_group_slices_truth_table(G, B, mbc, device, expected):
 
 def test_micro_batched_ogpo_update_equals_the_one_slice_update():
     """The PPO loss is a mean over independent chains: accumulating it over slices gives the same step."""
-    import dataclasses
-
-    import numpy as np
-
-    from flowft.algos.ogpo import OGPO
-    from flowft.data.buffer import ReplayBuffer
-    from flowft.presets import ogpo_config
-
     rng = np.random.default_rng(0)
     buf = ReplayBuffer(2, 2000, 6, 2, 4, seed=0)
     for t in range(200):

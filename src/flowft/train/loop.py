@@ -94,8 +94,8 @@ class Trainer:
         state, arrays = load_checkpoint(path, self.config_dict, self.dims, self.algo, self.buffer)
         self.env_steps, self.update_credit = state["env_steps"], state["update_credit"]
         self.resets, self.evals = state["resets"] + 1, state["evals"]
-        # the train/episode_* window (last 50 finished episodes) continues across the resume; checkpoints written
-        # before it was saved have no "recent" and restart the window empty
+        # the train/episode_* window (last EPISODE_WINDOW finished episodes) continues across the resume; checkpoints
+        # written before it was saved have no "recent" and restart the window empty
         self.recent = state.get("recent", [])
         if state["env_states"] is not None and env_states(self.venv) is not None:
             reset_vec_env(self.venv, self.cfg.run.seed, stream=0)
