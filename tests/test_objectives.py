@@ -113,3 +113,28 @@ def test_micro_batched_ogpo_update_equals_the_one_slice_update():
         params[mbc] = [p.detach().clone() for p in algo.actor.parameters()]
         assert any(not torch.equal(a, b) for a, b in zip(before, params[mbc]))  # the actor did take a step
     assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-5) for a, b in zip(params[0], params[128]))
+
+
+def test_actor_lr_warmup_starts_at_the_actors_first_update_not_at_grad_step_zero():
+    """The critic-only warm-up must not use up the actor's lr warm-up: the first actor step runs at the floor lr
+    (the schedule's start), the lr climbs over `lr_warmup` actor steps, and the clock survives a checkpoint."""
+    rng = np.random.default_rng(0)
+    buf = ReplayBuffer(2, 2000, 6, 2, 4, seed=0)
+    for t in range(200):
+        d = np.array([t % 20 == 19, t % 30 == 29])
+        buf.add_batch(rng.standard_normal((2, 6)), rng.uniform(-1, 1, (2, 2)), -np.ones(2), d, np.zeros(2, bool),
+                      rng.standard_normal((2, 6)), d)
+    cfg = dataclasses.replace(ogpo_config("ogpo-plus", "toy", "tiny"), critic_warmup=3, lr_warmup=4, lr_cycle=100,
+                              actor_lr=1e-3, actor_lr_floor=1e-4, grad_diag_every=0)
+    algo = OGPO(cfg, 6, 2, 4, torch.device("cpu"), seed=0)
+    lrs = [algo.update(buf).get("actor/lr") for _ in range(6)]
+    assert lrs[:3] == [None, None, None]  # critic-only updates: no actor step, no lr
+    assert lrs[3] == pytest.approx(1e-4)  # first actor step: the warm-up's start (was 1e-3, the peak)
+    assert lrs[4] == pytest.approx(1e-4 + 0.9e-3 / 4) and lrs[5] == pytest.approx(1e-4 + 0.9e-3 / 2)
+    state = algo.extra_state()
+    assert state == {"grad_steps": 6, "actor_steps": 3}
+    fresh = OGPO(cfg, 6, 2, 4, torch.device("cpu"), seed=0)
+    fresh.load_extra_state(state)
+    assert fresh.actor_steps == 3
+    fresh.load_extra_state({"grad_steps": 6})  # a checkpoint from before the actor clock existed
+    assert fresh.actor_steps == 3

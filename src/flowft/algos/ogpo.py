@@ -128,10 +128,19 @@ class OGPO(Algorithm):
         opt = dict(weight_decay=cfg.weight_decay, foreach=True)  # one kernel per op over all params (tiny nets)
         self.actor_opt = torch.optim.AdamW(self.actor.parameters(), lr=cfg.actor_lr, **opt)
         self.critic_opt = torch.optim.AdamW(self.critic.parameters(), lr=cfg.critic_lr, **opt)
+        self.actor_steps = 0  # actor updates so far (the actor lr schedule's clock)
 
     def init_from_bc(self, actor_state: dict[str, torch.Tensor]) -> None:
         """Start from a BC checkpoint: actor and EMA actor = BC weights; critics share its normalisers."""
         load_bc(actor_state, (self.actor, self.actor_target), (self.critic, self.critic_target))
+
+    def extra_state(self) -> dict:
+        return {**super().extra_state(), "actor_steps": self.actor_steps}
+
+    def load_extra_state(self, state: dict) -> None:
+        super().load_extra_state(state)
+        # checkpoints written before actor_steps existed: every update past the critic warm-up had an actor step
+        self.actor_steps = int(state.get("actor_steps", max(0, self.grad_steps - self.cfg.critic_warmup)))
 
     def modules(self):
         return {"actor": self.actor, "actor_target": self.actor_target,
@@ -181,11 +190,14 @@ class OGPO(Algorithm):
             bc_loss = self.actor.cfm_loss(bc.obs, bc.actions, bc.valid, generator=self.gen)
             (cfg.bc_coeff * bc_loss).backward()
             stats.update({"actor/bc_loss": bc_loss.item(), "actor/bc_on_success": float(use_sb)})
-        lr = restarting_warmup_cosine(self.grad_steps, cfg.actor_lr, cfg.actor_lr_floor, cfg.lr_warmup, cfg.lr_cycle)
+        # the schedule counts actor updates, not grad_steps: the critic-only warm-up must not use up the actor's
+        # lr warm-up (the reference counts from the actor's first step; recipe audit)
+        lr = restarting_warmup_cosine(self.actor_steps, cfg.actor_lr, cfg.actor_lr_floor, cfg.lr_warmup, cfg.lr_cycle)
         for group in self.actor_opt.param_groups:
             group["lr"] = lr
         grad_norm = torch.nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip, foreach=True)
         self.actor_opt.step()
+        self.actor_steps += 1
         polyak(self.actor_target, self.actor, cfg.tau_actor)
         stats.update({"actor/grad_norm": grad_norm.item(), "actor/lr": lr})
         if cfg.grad_diag_every and self.grad_steps % cfg.grad_diag_every == 0:
