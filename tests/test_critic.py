@@ -37,6 +37,20 @@ def test_aggregation_rules():
     assert torch.equal(aggregate(q, "subsample", g), q[idx].min(0).values)
 
 
+def test_subsample_each_draws_an_independent_pair_per_element_with_replacement():
+    """The reference's Best-of-N score: min over 2 heads drawn per (state, candidate) with replacement."""
+    M, n, N = 4, 6, 500
+    q = torch.arange(M, dtype=torch.float32).view(M, 1, 1).expand(M, n, N).clone()  # head m scores m everywhere
+    g = torch.Generator().manual_seed(1)
+    idx = torch.randint(0, M, (2, n, N), generator=torch.Generator().manual_seed(1))
+    out = aggregate(q, "subsample_each", g)
+    assert torch.equal(out, idx.min(0).values.float())  # min of the two drawn head indices, element by element
+    # elements differ (per-element pairs, not one pair per call) and a repeated head is possible (with replacement)
+    assert out.unique().numel() == M and (idx[0] == idx[1]).any()
+    # P(min of two uniform draws = 0) = 1 - (3/4)^2 = 0.4375
+    assert abs((out == 0).float().mean().item() - 0.4375) < 0.03
+
+
 def test_polyak_moves_parameters_and_copies_buffers():
     a = CriticEnsemble(3, 1, 2, CriticConfig(num_heads=2, hidden=(8,)))
     b = CriticEnsemble(3, 1, 2, CriticConfig(num_heads=2, hidden=(8,)))

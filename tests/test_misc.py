@@ -82,3 +82,23 @@ def test_bc_clip_trigger(tmp_path, threshold, expect_steps, expect_clipped):
     ckpt, res = pretrain(cfg)
     assert res["bc/steps"] == expect_steps and res["bc/clipped"] is expect_clipped
     assert (ckpt / "model.safetensors").exists()
+
+
+def test_mlp_time_embedding_is_the_authors_sin_cos_of_raw_t_then_linear_gelu_linear():
+    import math
+
+    from flowft.policies.flow import FlowPolicy, FlowPolicyConfig
+    from flowft.policies.networks import MLPTimeEmbedding
+
+    emb = MLPTimeEmbedding(8)
+    t = torch.tensor([0.0, 0.25, 1.0])
+    freqs = torch.tensor([math.exp(-math.log(1e4) * i / 3) for i in range(4)])  # half = 4: i / (half - 1)
+    feats = torch.cat([torch.sin(t[:, None] * freqs), torch.cos(t[:, None] * freqs)], -1)  # raw t, no 1000x
+    l1, l2 = emb.mlp[0], emb.mlp[2]
+    expected = torch.nn.functional.gelu(feats @ l1.weight.T + l1.bias) @ l2.weight.T + l2.bias
+    assert l1.weight.shape == (16, 8) and l2.weight.shape == (8, 16)
+    assert torch.allclose(emb(t), expected, atol=1e-6)
+    # a policy built with it carries the embedding's weights, so its checkpoint differs from the 'scaled' one's
+    keys = set(FlowPolicy(3, 2, 2, FlowPolicyConfig(hidden=(16,), time_embed="mlp")).state_dict())
+    assert {"time_embed.mlp.0.weight", "time_embed.mlp.2.bias"} <= keys
+    assert not any(k.startswith("time_embed") for k in FlowPolicy(3, 2, 2, FlowPolicyConfig(hidden=(16,))).state_dict())

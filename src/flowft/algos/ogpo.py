@@ -57,6 +57,8 @@ class OGPOConfig:
     best_of_n: int = 8
     """Acting: N SDE samples from the target actor, execute argmax of `bon_agg` target Q (1 = plain SDE)."""
     bon_agg: Aggregation = "subsample"
+    """Best-of-N score over heads: subsample = min over one random pair per call; subsample_each = an independent
+    pair per (state, candidate), drawn with replacement (the reference; the paper preset uses it)."""
     bon_after_updates: int = 0
     """Act with one SDE sample until this many updates, then Best-of-N. 0 = Best-of-N from the start (reference).
     An untrained critic's argmax picks worse chunks than a plain SDE sample (Lift: 0.16-0.38 vs 0.84 success), so
@@ -148,6 +150,12 @@ class OGPO(Algorithm):
 
     def optimizers(self):
         return {"actor": self.actor_opt, "critic": self.critic_opt}
+
+    @torch.no_grad()
+    def critic_values(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        # the target critic: every OGPO decision reads it (Best-of-N acting, the actor's group advantages); the
+        # online critic is only ever read inside its own TD loss
+        return self.critic_target(obs, actions)
 
     # ------------------------------------------------------------------------------------------------ act
     @torch.no_grad()

@@ -16,7 +16,7 @@ from torch import nn
 from flowft.policies.networks import ACTIVATIONS, Activation
 from flowft.policies.normalizer import Normalizer
 
-Aggregation = Literal["mean", "min", "subsample"]
+Aggregation = Literal["mean", "min", "subsample", "subsample_each"]
 
 
 @dataclass(frozen=True)
@@ -74,15 +74,19 @@ class CriticEnsemble(nn.Module):
 
 
 def aggregate(q: torch.Tensor, how: Aggregation, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Reduce the head axis (dim 0) of q [M, ...]: mean | min | min over 2 random heads (`subsample`,
-    OGPO_public `subsample_bon`; one random pair per call, as the reference)."""
+    """Reduce the head axis (dim 0) of q [M, ...]: mean | min | min over 2 random heads. `subsample`: one distinct
+    pair for the whole call; `subsample_each`: an independent pair per element, drawn with replacement (OGPO_public
+    `sample_actions_BON` with `subsample_bon`: randint over (2, B, N), so a pair may repeat a head)."""
     if how == "mean":
         return q.mean(0)
     if how == "min":
         return q.min(0).values
+    dev = generator.device if generator is not None else q.device
+    if how == "subsample_each":
+        idx = torch.randint(0, q.shape[0], (2, *q.shape[1:]), generator=generator, device=dev).to(q.device)
+        return q.gather(0, idx).min(0).values
     if q.shape[0] < 2:
         return q[0]
-    dev = generator.device if generator is not None else q.device
     idx = torch.randperm(q.shape[0], generator=generator, device=dev)[:2].to(q.device)
     return q.index_select(0, idx).min(0).values
 

@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from flowft.policies.networks import Activation, SinusoidalEmbedding, mlp
+from flowft.policies.networks import Activation, MLPTimeEmbedding, SinusoidalEmbedding, mlp
 from flowft.policies.normalizer import Normalizer
 from flowft.policies.sde import SDEConfig, chain_log_prob, ode_sample, sde_sample, step_log_probs
 
@@ -24,6 +24,9 @@ class FlowPolicyConfig:
     """Velocity MLP widths; 4x512 in the paper (5x512 transport/toolhang). No LayerNorm in the actor."""
     activation: Activation = "gelu"
     time_embed_dim: int = 32
+    time_embed: Literal["scaled", "mlp"] = "scaled"
+    """scaled: sin/cos of 1000*t, no parameters (flowft's original); mlp: sin/cos of raw t then Linear-GELU-Linear
+    (the authors'). A BC checkpoint must be finetuned with the embedding it was trained with."""
     denoise_steps: int = 10
     """K, Euler steps of the flow (10 robomimic/kitchen, 3 Adroit)."""
     sde: SDEConfig = field(default_factory=SDEConfig)
@@ -48,7 +51,8 @@ class FlowPolicy(nn.Module):
         self.flat_dim = chunk_len * act_dim
         self.obs_normalizer = Normalizer(obs_dim)
         self.act_normalizer = Normalizer(act_dim)
-        self.time_embed = SinusoidalEmbedding(cfg.time_embed_dim)
+        embed = {"scaled": SinusoidalEmbedding, "mlp": MLPTimeEmbedding}[cfg.time_embed]
+        self.time_embed = embed(cfg.time_embed_dim)
         self.net = mlp(obs_dim + self.flat_dim + cfg.time_embed_dim, cfg.hidden, self.flat_dim, cfg.activation)
 
     # ----------------------------------------------------------------------------------------- data stats

@@ -59,3 +59,22 @@ class SinusoidalEmbedding(nn.Module):
         # t: [...] -> [..., dim]; scaled by 1000 so that t in [0,1] spans the frequencies like diffusion steps.
         args = (t.float() * 1000.0).unsqueeze(-1) * self.freqs
         return torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
+
+
+class MLPTimeEmbedding(nn.Module):
+    """The authors' time embedding (OGPO_public networks/modules/time_embedding.py): sin/cos of the raw t with
+    frequencies exp(-log(1e4) i / (half - 1)), then Linear(dim, 2 dim) - GELU - Linear(2 dim, dim). Unlike
+    SinusoidalEmbedding (t scaled by 1000, no MLP) it is learned, so a checkpoint carries its weights."""
+
+    def __init__(self, dim: int = 32):
+        super().__init__()
+        if dim % 2 or dim < 4:
+            raise ValueError(f"time_embed_dim must be even and >= 4, got {dim}")
+        half = dim // 2
+        self.register_buffer("freqs", torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=torch.float32)
+                                                / (half - 1)), persistent=False)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        args = t.float().unsqueeze(-1) * self.freqs  # [..., dim/2]
+        return self.mlp(torch.cat([torch.sin(args), torch.cos(args)], dim=-1))
