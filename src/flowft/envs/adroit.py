@@ -1,14 +1,31 @@
 """Adroit hand tasks (gymnasium-robotics ``AdroitHand*-v1``) and DAPG expert demonstrations.
 
-Environment semantics (``AdroitEnv``):
+Two task definitions share one env class (``AdroitEnv``); the task name picks the definition.
 
-* Base env: gymnasium-robotics ``AdroitHand{Door,Hammer,Pen,Relocate}Sparse-v1`` (the variant OGPO
-  uses), unwrapped: we keep our own step counter instead of gymnasium's ``TimeLimit``.
-* Reward: ``-1`` per step, ``0`` on the step where ``info["success"]`` is true; the episode
-  **terminates on that step**. Success is exactly gymnasium-robotics' ``info["success"]``
-  (door: hinge angle >= 1.35 rad; hammer: nail within 1 cm of its goal; pen: position within
-  7.5 cm and orientation cosine > 0.95; relocate: ball within 10 cm of the target).
-* Truncation at the registered 200 steps (all four tasks).
+``door``, ``hammer``, ``pen``, ``relocate`` (default): **the OGPO authors' definition**
+(OGPO_public ``envs/gymnasium_robotics_utils.py``: ``gymnasium.make("AdroitHand<Task>Sparse-v1")`` and nothing else):
+
+* Reward: gymnasium-robotics' sparse reward, ``+10`` on every step where ``info["success"]`` is true and ``-0.1``
+  otherwise.
+* **No termination** (gymnasium-robotics never terminates these envs); truncation at the registered 200 steps.
+* Episode success = ``info["success"]`` **at the last step** (step 200), which is what the authors' evaluation and
+  success buffer read (``ogpo/utils/evaluation.py`` takes the final step's info; ``online_rl_runner.py`` tags an
+  episode with the ``info["success"]`` of its ``done`` step). A success that is lost before step 200 does not count.
+  ``info["success"]`` keeps gymnasium-robotics' per-step meaning on every step, so the last step's value is the
+  episode's success for the shared collector / evaluation / BC clip check.
+
+``door-terminate``, ``hammer-terminate``, ``pen-terminate``, ``relocate-terminate``: **flowft's earlier definition**
+(what ``door`` etc. meant before; the committed door results under ``docs/results/`` were made with it):
+
+* Reward ``-1`` per step, ``0`` on the step where ``info["success"]`` is true; the episode **terminates on that
+  step**, so episode success = success at the last step here as well. Truncation at 200 steps.
+
+Both definitions:
+
+* Base env: gymnasium-robotics ``AdroitHand{Door,Hammer,Pen,Relocate}Sparse-v1``, unwrapped: we keep our own step
+  counter instead of gymnasium's ``TimeLimit``. Success is exactly gymnasium-robotics' ``info["success"]``
+  (door: hinge angle >= 1.35 rad; hammer: nail within 1 cm of its goal; pen: position within 7.5 cm and orientation
+  cosine > 0.95; relocate: ball within 10 cm of the target).
 * Observation: the base env's flat state vector, cast to float32 (door 39, hammer 46, pen 45,
   relocate 39). Action: ``Box(-1, 1, (Da,))`` float32 (door 28, hammer 26, pen 24, relocate 30).
   gymnasium-robotics already normalises the actuator ranges to [-1, 1] (``act_mean + a * act_rng``
@@ -35,6 +52,11 @@ from flowft.envs.gym_robotics import first_reset_seed, import_gym_robotics
 from flowft.envs.rollout import record_episode
 
 ADROIT_TASKS = ("door", "hammer", "pen", "relocate")
+"""The default task names: the OGPO authors' definition (+10 / -0.1, no termination, success at step 200)."""
+TERMINATE_SUFFIX = "-terminate"
+ADROIT_TERMINATE_TASKS = tuple(t + TERMINATE_SUFFIX for t in ADROIT_TASKS)
+"""flowft's earlier definition under its own names: -1 / 0 reward, the episode terminates on the success step."""
+ADROIT_ALL_TASKS = ADROIT_TASKS + ADROIT_TERMINATE_TASKS
 
 _ENV_IDS = {
     "door": "AdroitHandDoorSparse-v1",
@@ -52,9 +74,20 @@ _INSTALL_HINT = (
 
 
 def _check_task(task: str) -> str:
-    if task not in ADROIT_TASKS:
-        raise ValueError(f"unknown Adroit task {task!r}; expected one of {ADROIT_TASKS}")
+    if task not in ADROIT_ALL_TASKS:
+        raise ValueError(f"unknown Adroit task {task!r}; expected one of {ADROIT_ALL_TASKS}")
     return task
+
+
+def base_task(task: str) -> str:
+    """The gymnasium-robotics task behind a task name: ``"door-terminate"`` -> ``"door"``."""
+    _check_task(task)
+    return task[: -len(TERMINATE_SUFFIX)] if task.endswith(TERMINATE_SUFFIX) else task
+
+
+def terminates_on_success(task: str) -> bool:
+    """True for the ``-terminate`` names (-1 / 0 reward, episode ends on the success step)."""
+    return _check_task(task).endswith(TERMINATE_SUFFIX)
 
 
 def _register_gym_robotics() -> None:
@@ -62,7 +95,8 @@ def _register_gym_robotics() -> None:
 
 
 class AdroitEnv(gymnasium.Env):
-    """Sparse −1/0 Adroit task with terminate-on-success (see the module docstring)."""
+    """One Adroit task; ``task`` is a name from ``ADROIT_TASKS`` (the authors' +10 / -0.1 definition, no
+    termination) or ``ADROIT_TERMINATE_TASKS`` (-1 / 0, terminate on success). See the module docstring."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
 
@@ -75,14 +109,16 @@ class AdroitEnv(gymnasium.Env):
     ):
         super().__init__()
         self.task = _check_task(task)
+        self.base_task = base_task(task)
+        self.terminate_on_success = terminates_on_success(task)
         _register_gym_robotics()
         kwargs: dict[str, Any] = {}
         if render:
             kwargs.update(render_mode="rgb_array", width=256, height=256)
-        self._env = gymnasium.make(_ENV_IDS[task], **kwargs).unwrapped
+        self._env = gymnasium.make(_ENV_IDS[self.base_task], **kwargs).unwrapped
         self.render_mode = "rgb_array" if render else None
-        self.max_episode_steps = int(max_episode_steps or _MAX_STEPS[task])
-        do, da = _DIMS[task]
+        self.max_episode_steps = int(max_episode_steps or _MAX_STEPS[self.base_task])
+        do, da = _DIMS[self.base_task]
         self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (do,), np.float32)
         self.action_space = gymnasium.spaces.Box(-1.0, 1.0, (da,), np.float32)
         self._seed = seed
@@ -98,11 +134,13 @@ class AdroitEnv(gymnasium.Env):
 
     def step(self, action):
         a = np.clip(np.asarray(action, dtype=np.float64).reshape(self.action_space.shape), -1.0, 1.0)
-        obs, _, _, _, info = self._env.step(a)
+        obs, base_reward, _, _, info = self._env.step(a)
         self._t += 1
         success = bool(info["success"])
-        reward = 0.0 if success else -1.0
-        terminated = success
+        if self.terminate_on_success:
+            reward, terminated = (0.0 if success else -1.0), success
+        else:  # the authors' definition: gymnasium-robotics' sparse reward (+10 / -0.1), never terminated
+            reward, terminated = float(base_reward), False
         truncated = (not terminated) and self._t >= self.max_episode_steps
         return np.asarray(obs, dtype=np.float32), reward, terminated, truncated, {"success": success}
 
@@ -126,9 +164,8 @@ class AdroitEnv(gymnasium.Env):
 
 
 def load_expert(task: str) -> dict[str, np.ndarray]:
-    """Load the DAPG expert weights for ``task`` from the package data."""
-    _check_task(task)
-    name = f"{task}.npz"
+    """Load the DAPG expert weights for ``task`` (either definition's name) from the package data."""
+    name = f"{base_task(task)}.npz"
     try:
         from importlib.resources import files
 
@@ -171,7 +208,9 @@ def generate_episodes(
 
     Returns a list of episode dicts ``{"obs": {"obs": [T, Do] f32}, "actions": [T, Da] f32,
     "rewards": [T] f32, "dones": [T] bool, "success": bool}``; ``obs[t]`` is the observation
-    before action ``t``; ``dones[t]`` is ``terminated or truncated`` of step ``t``. Failed
+    before action ``t``; ``dones[t]`` is ``terminated or truncated`` of step ``t``. ``"success"`` is the
+    last step's ``info["success"]``, the episode success of both definitions (with the default, non-terminating
+    definition every episode runs the full 200 steps, and a success lost before the end is a failure). Failed
     episodes are included (callers filter on ``"success"``).
     """
     params = load_expert(task)
@@ -182,7 +221,9 @@ def generate_episodes(
     t0 = time.perf_counter()
     for _ in it:
         ep_seed = int(rng.integers(0, 2**31 - 1))
-        episodes.append(record_episode(env, lambda o: expert_action(params, o), ep_seed, action_noise, rng)[0])
+        episode, last_info = record_episode(env, lambda o: expert_action(params, o), ep_seed, action_noise, rng)
+        episode["success"] = bool(last_info["success"])  # success at the last step (record_episode's is "any step")
+        episodes.append(episode)
     env.close()
     if progress:
         dt = time.perf_counter() - t0
@@ -193,19 +234,25 @@ def generate_episodes(
 
 def env_meta(task: str) -> dict:
     """JSON-able metadata describing the Adroit task as built by ``AdroitEnv``."""
-    _check_task(task)
-    do, da = _DIMS[task]
+    base = base_task(task)
+    do, da = _DIMS[base]
+    if terminates_on_success(task):
+        definition = {"definition": "terminate", "reward": "-1 per step, 0 on the success step; terminate on success",
+                      "episode_success": "info['success'] at the last step (the success step terminates)"}
+    else:
+        definition = {"definition": "authors", "reward": "+10 on success steps, -0.1 otherwise; no termination",
+                      "episode_success": "info['success'] at the last step (step max_episode_steps)"}
     return {
         "family": "adroit",
         "task": task,
-        "env_id": _ENV_IDS[task],
-        "max_episode_steps": _MAX_STEPS[task],
+        "env_id": _ENV_IDS[base],
+        "max_episode_steps": _MAX_STEPS[base],
         "obs_keys": ["obs"],
         "obs_dim": do,
         "action_dim": da,
         "action_low": -1.0,
         "action_high": 1.0,
-        "reward": "-1 per step, 0 on the success step; terminate on success",
+        **definition,
         "success": "gymnasium-robotics info['success']",
         "expert": "DAPG (Rajeswaran et al. 2018), Apache-2.0, flowft/assets/adroit_dapg",
     }

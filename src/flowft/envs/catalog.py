@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from flowft.envs import adroit, kitchen, robosuite_experts, robosuite_tasks, toy
+from flowft.envs import adroit, kitchen, operator_noise, robosuite_experts, robosuite_tasks, toy
 from flowft.registry import TaskSpec, register_task
 
 register_task(TaskSpec(
@@ -33,15 +33,18 @@ for _name in robosuite_tasks.TASKS:
     register_task(TaskSpec(
         name=_name,
         make=lambda render=False, _t=_name: robosuite_tasks.RobosuiteEnv(_t, render=render),
-        generate=(lambda n, seed, action_noise=0.0, _t=_name: robosuite_experts.generate_episodes(_t, n, seed, action_noise))
+        generate=(lambda n, seed, action_noise=0.0, style="clean", _t=_name:
+                  robosuite_experts.generate_episodes(_t, n, seed, action_noise, style=style))
         if _name in robosuite_experts.EXPERT_TASKS else _no_expert(_name),
         meta=lambda _t=_name: robosuite_tasks.env_metadata(_t),
         vectorization="async", chunk_len=8 if _long else 4, gamma=0.999 if _long else 0.99, denoise_steps=10,
-        extra="robomimic",
+        extra="robomimic", demo_styles=operator_noise.TASK_STYLES.get(_name, ()),
     ))
 
-# Adroit (gymnasium-robotics): H=4, K=3, gamma 0.95
-for _name in adroit.ADROIT_TASKS:
+# Adroit (gymnasium-robotics): H=4, K=3, gamma 0.95. `door` etc. = the OGPO authors' task definition (+10 / -0.1,
+# no termination, success at step 200); `door-terminate` etc. = flowft's earlier -1 / 0 terminate-on-success
+# definition (the committed door results were made with it). See flowft/envs/adroit.py.
+for _name in adroit.ADROIT_ALL_TASKS:
     register_task(TaskSpec(
         name=_name,
         make=lambda render=False, _t=_name: adroit.AdroitEnv(_t, render=render),
