@@ -1,7 +1,8 @@
 """Throughput benchmark (issue 6): simulator-alone env steps/s vs end-to-end training env steps/s, in one run.
 
     python benchmarks/throughput.py --task lift --algos ogpo-plus-ca dsrl --bc-checkpoint BC_DIR [--utd 0.25]
-        [--steps 2000] [--warmup 400] [--threads 1] [--overlap off on] [--out docs/results/throughput.csv]
+        [--steps 2000] [--warmup 400] [--threads 1] [--overlap off on] [--compile off on] [--precision fp32]
+        [--out docs/results/throughput.csv]
 
 For each task it builds the preset's vector env (same num_envs and vectorization as training), warms the simulator
 up (robosuite's numba JIT makes the first few hundred steps ~10x slower), then times `--steps` env steps of the
@@ -9,7 +10,8 @@ chunk collector with uniformly random action chunks: the simulator-alone rate. T
 training run from the BC checkpoint (`--warmup` env steps before the first update, then full updates at `--utd`;
 a preset's critic-only warm-up is switched off so the actor step is timed too) whose
 throughput is read from the last log window of its metrics.csv (`time/sps_window`, `time/update_frac_window`,
-evaluation excluded), once per `--overlap` setting (run.overlap_updates: updates while the envs step). All are
+evaluation excluded), once per `--overlap` setting (run.overlap_updates: updates while the envs step) and `--compile`
+setting (run.compile, with run.precision = `--precision`: the learner's fast path, issue 18). All are
 measured in the same process, one after the other, so their ratio is comparable on
 a shared machine; the absolute numbers are not.
 """
@@ -60,10 +62,11 @@ def simulator_alone(task_name: str, num_envs: int, steps: int, warmup: int, seed
 
 
 def training(algo: str, task: str, bc: str, steps: int, warmup: int, utd: float, threads: int, out: Path,
-             overlap: bool = False) -> dict:
+             overlap: bool = False, compile: bool = False, precision: str = "fp32") -> dict:
     """End-to-end env steps/s and learner share of the last log window of a short real training run."""
     # log windows of `warmup` env steps: the last one lies entirely in the training phase (steps % warmup == 0)
-    cfg = train_preset(algo, task, "tiny", bc_checkpoint=bc, out_dir=str(out), run_name=f"{algo}-{task}-{overlap}",
+    cfg = train_preset(algo, task, "tiny", bc_checkpoint=bc, out_dir=str(out),
+                       run_name=f"{algo}-{task}-{overlap}-{compile}-{precision}", compile=compile, precision=precision,
                        env_steps=warmup + steps, start_training=warmup, utd=utd, eval_every=10 * (warmup + steps),
                        ckpt_every=10 * (warmup + steps), eval_episodes=1, eval_envs=1, eval_samplers=("ode",),
                        plot=False, threads=threads, save_buffer=False,
@@ -90,6 +93,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--overlap", nargs="+", choices=["off", "on"], default=["off", "on"],
                     help="run.overlap_updates settings to time")
+    ap.add_argument("--compile", nargs="+", choices=["off", "on"], default=["off"],
+                    help="run.compile settings to time (the learner's fast path)")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16-nograd", "bf16"],
+                    help="run.precision of every training run")
     ap.add_argument("--out", default=None, help="append rows to this CSV")
     args = ap.parse_args()
     if args.steps % args.warmup:
@@ -102,10 +109,11 @@ def main() -> None:
              "update_frac": 0.0, "fraction_of_sim": 1.0}]
     with tempfile.TemporaryDirectory() as tmp:
         for algo in args.algos:
-            for ov in args.overlap:
+            for ov, comp in [(ov, comp) for comp in args.compile for ov in args.overlap]:
                 r = training(algo, args.task, args.bc_checkpoint, args.steps, args.warmup, args.utd, args.threads,
-                             Path(tmp), overlap=ov == "on")
-                method = algo + ("+overlap" if ov == "on" else "")
+                             Path(tmp), overlap=ov == "on", compile=comp == "on", precision=args.precision)
+                method = algo + ("+overlap" if ov == "on" else "") + ("+compile" if comp == "on" else "")
+                method += "" if args.precision == "fp32" else f"+{args.precision}"
                 rows.append({"task": args.task, "method": method, "utd": args.utd, "num_envs": r["num_envs"],
                              "sps": round(r["sps"], 1), "update_frac": round(r["update_frac"], 3),
                              "fraction_of_sim": round(r["sps"] / sim, 3)})

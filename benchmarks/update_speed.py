@@ -1,13 +1,20 @@
-"""Update-time benchmark: tiny / mid / paper OGPO updates vs this machine's dense-matmul floor.
+"""Update-time benchmark: tiny / mid / paper OGPO updates vs this machine's dense-matmul floor, or (--modes) the
+fast path's modes side by side (issue 18: --run.compile / --run.precision).
 
     python benchmarks/update_speed.py [--device cpu|cuda] [--threads 2] [--repeats 3] [--sizes tiny mid paper]
         [--microbatch-chains 1024 0] [--matmul-precision highest|high]
+    python benchmarks/update_speed.py --modes eager compile eager/bf16 compile/bf16-nograd compile/bf16
+        [--task lift] [--heads 10] [--sizes tiny] [--threads 1] [--repeats 30]
 
 For each learner size it builds OGPO on synthetic data of the size's intended task (tiny: the toy task, Do=6, Da=2,
 H=4, K=5; mid and paper: robomimic Square, Do=23, Da=7, H=4, K=10), counts the FLOPs
 of one full update (actor imagination + PPO step + BC term + critic TD step) with torch's FlopCounterMode, times
 the update, and compares with the floor = FLOPs / (measured dense fp32 matmul throughput). One run measures
 everything, so the ratios are comparable even on a noisy shared machine.
+
+With --modes it builds one OGPO per mode ("eager" or "compile", optionally "/precision") from the same seed, compiles
+(time reported), then times the modes round-robin, one update each per round, so that load changes hit every mode
+alike; the table gives the median and the minimum ms per update and both ratios to the first mode.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from flowft.algos.ogpo import OGPO
 from flowft.data.buffer import ReplayBuffer
 from flowft.presets import SIZES, ogpo_config
+from flowft.registry import get_task
 
 DIMS = {"tiny": ("toy", 6, 2), "mid": ("square", 23, 7), "paper": ("square", 23, 7)}  # task, Do, Da
 H = 4
@@ -80,6 +88,53 @@ def bench(size: str, device, repeats: int, microbatch_chains: int | None = None)
     return {"size": f"{size} ({task}{mb})", "gflop": flops / 1e9, "seconds": statistics.median(times)}
 
 
+def mode_algo(size: str, task: str | None, heads: int | None, device, mode: str) -> tuple[OGPO, float, tuple]:
+    """OGPO for one --modes entry, compiled (seconds reported) and warmed up; its dims (task, Do, Da)."""
+    task, OBS, ACT = (task, *_dims(task)) if task else DIMS[size]
+    cfg = dataclasses.replace(ogpo_config("ogpo-plus-ca", task, size), critic_warmup=0)
+    if heads:
+        cfg = dataclasses.replace(cfg, critic=dataclasses.replace(cfg.critic, num_heads=heads))
+    torch.manual_seed(0)
+    algo = OGPO(cfg, OBS, ACT, H, device, seed=0)
+    how, _, precision = mode.partition("/")
+    t = time.perf_counter()
+    algo.enable_fast_path(how == "compile", precision or "fp32")
+    print(f"built {size} {mode}: {algo.fast}, {time.perf_counter() - t:.1f} s", flush=True)  # survives a timeout
+    return algo, time.perf_counter() - t, (task, OBS, ACT)
+
+
+def _dims(task: str) -> tuple[int, int]:
+    """(Do, Da) from the task's metadata (no simulator needed)."""
+    meta = get_task(task).meta()
+    if "obs_dim" not in meta:  # the toy task
+        return next((o, a) for t, o, a in DIMS.values() if t == task)
+    return int(meta["obs_dim"]), int(meta["action_dim"])
+
+
+def compare_modes(size: str, task: str | None, heads: int | None, device, modes: list[str], rounds: int) -> None:
+    built = [mode_algo(size, task, heads, device, m) for m in modes]
+    task, OBS, ACT = built[0][2]
+    buf = filled_buffer(OBS, ACT)
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    for algo, _, _ in built:
+        for _ in range(3):  # allocator, caches, CUDA graph recording
+            algo.update(buf)
+    for _ in range(rounds):
+        for m, (algo, _, _) in zip(modes, built):
+            sync(device)
+            t = time.perf_counter()
+            algo.update(buf)
+            sync(device)
+            times[m].append(time.perf_counter() - t)
+    med0, min0 = statistics.median(times[modes[0]]), min(times[modes[0]])
+    M, K = built[0][0].critic.M, built[0][0].actor.cfg.denoise_steps
+    for m, (algo, compile_s, _) in zip(modes, built):
+        med, mn = statistics.median(times[m]), min(times[m])
+        print(f"| {size} ({task}, Do={OBS}, Da={ACT}, M={M}, K={K}) | {torch.get_num_threads()} | {m} ({algo.fast}) | "
+              f"{compile_s:.1f} | {med * 1e3:.2f} | {mn * 1e3:.2f} | {med0 / med:.2f}x | {min0 / mn:.2f}x |",
+              flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu")
@@ -92,11 +147,24 @@ def main() -> None:
                          "slice on CPU, one slice on CUDA; 0 = one slice)")
     ap.add_argument("--matmul-precision", default="highest", choices=["highest", "high"],
                     help="torch.set_float32_matmul_precision: 'high' allows TF32 on NVIDIA GPUs (floor measured alike)")
+    ap.add_argument("--modes", nargs="+", default=None,
+                    help="compare fast-path modes instead: eager | compile, optionally /fp32 | /bf16-nograd | /bf16 "
+                         "(ratios to the first mode)")
+    ap.add_argument("--task", default=None, help="--modes: the task whose dims to use (default: the size's)")
+    ap.add_argument("--heads", type=int, default=None, help="--modes: critic heads M (default: the preset's)")
     args = ap.parse_args()
     device = torch.device(args.device)
     torch.set_float32_matmul_precision(args.matmul_precision)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
     print(f"device: {name}, torch {torch.__version__}, fp32 matmul precision {args.matmul_precision}")
+    if args.modes:
+        print("| size (task, dims) | threads | mode | compile s | median ms / update | min ms | x median | x min |")
+        print("|---|---|---|---|---|---|---|---|")
+        for threads in args.threads if device.type == "cpu" else [torch.get_num_threads()]:
+            torch.set_num_threads(threads)
+            for s in args.sizes:
+                compare_modes(s, args.task, args.heads, device, args.modes, args.repeats)
+        return
     print("| size (task) | threads | GFLOP / update | measured s / update | matmul GFLOP/s | floor s | ratio |")
     print("|---|---|---|---|---|---|---|")
     for threads in args.threads if device.type == "cpu" else [torch.get_num_threads()]:

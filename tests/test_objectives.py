@@ -11,6 +11,7 @@ from flowft.data.buffer import ReplayBuffer
 from flowft.objectives.advantages import advantages, consensus_advantage, group_baseline, vanilla_advantage
 from flowft.objectives.ppo import group_slices, ppo_clip_loss, ratio_stats
 from flowft.presets import ogpo_config
+from flowft.train.fastpath import PRECISIONS
 
 
 def test_group_baseline_includes_the_sample_itself():
@@ -66,6 +67,25 @@ def test_ppo_loss_at_ratio_one_is_minus_mean_advantage_and_gradient_is_advantage
     loss.backward()
     assert torch.allclose(logp.grad, -adv / 4)
     assert stats["ratio_mean"] == pytest.approx(1.0) and stats["clip_frac"] == 0.0
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_ogpo_ratio_is_one_at_theta_old_in_every_precision(precision):
+    """The first update starts with actor = EMA actor: the old log-probs (imagined, --run.precision) and the new
+    teacher-forced ones must agree, so every chain's ratio is 1 and nothing is clipped (compiled: test_fastpath)."""
+    rng = np.random.default_rng(0)
+    buf = ReplayBuffer(2, 2000, 6, 2, 4, seed=0)
+    for t in range(200):
+        d = np.array([t % 20 == 19, t % 30 == 29])
+        buf.add_batch(rng.standard_normal((2, 6)), rng.uniform(-1, 1, (2, 2)), -np.ones(2), d, np.zeros(2, bool),
+                      rng.standard_normal((2, 6)), d)
+    cfg = dataclasses.replace(ogpo_config("ogpo-plus-ca", "toy", "tiny"), critic_warmup=0)
+    algo = OGPO(cfg, 6, 2, 4, torch.device("cpu"), seed=0)
+    algo.enable_fast_path(False, precision)
+    assert algo.fast.precision == precision  # this CPU has bf16 matmuls (else a warning and fp32)
+    stats = algo.update(buf)
+    assert stats["actor/ratio_mean"] == pytest.approx(1.0, abs=1e-6) and stats["actor/ratio_max"] < 1 + 1e-5
+    assert stats["actor/clip_frac"] == 0.0 and abs(stats["actor/approx_kl"]) < 1e-9
 
 
 def test_ppo_clipping_kills_gradient_outside_trust_region_in_the_advantage_direction():

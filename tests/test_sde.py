@@ -7,6 +7,7 @@ import torch
 
 from flowft.policies.flow import FlowPolicy, FlowPolicyConfig
 from flowft.policies.sde import SDEConfig, chain_log_prob, ode_sample, sde_sample
+from flowft.train.fastpath import PRECISIONS, UpdatePath
 
 # Target: 2-component Gaussian mixture in 2-D, inside [-1, 1] so clipping never binds.
 MEANS = torch.tensor([[-0.5, 0.3], [0.5, -0.2]])
@@ -40,9 +41,14 @@ def moments(x):
 K, SIGMA = 50, 0.2  # per-step std 0.2 -> diffusion g^2 = K sigma^2 (1-t) = 2(1-t): strongly stochastic
 
 
-def _sde(gen, correction, n=20_000):
+def _sde(gen, correction, n=20_000, precision="fp32"):
+    """The sampler as the fast path imagines (train/fastpath.py): under bf16 autocast except in fp32, with the exact
+    velocity passed through a matmul so that bf16 rounds it as it rounds a network's output."""
     cfg = SDEConfig(sigma_b=SIGMA, clip_intermediate=False, noise_clip=10.0, correction=correction)
-    return moments(sde_sample(gmm_velocity, torch.randn(n, 2, generator=gen), K, cfg, gen)[0])
+    eye = torch.eye(2)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision != "fp32"):
+        x = sde_sample(lambda x, t: gmm_velocity(x, t) @ eye, torch.randn(n, 2, generator=gen), K, cfg, gen)[0]
+    return moments(x)
 
 
 def test_analytic_velocity_transports_noise_to_target(gen):
@@ -50,10 +56,11 @@ def test_analytic_velocity_transports_noise_to_target(gen):
     assert torch.allclose(moments(x), moments(sample_target(20_000, gen)), atol=0.02)
 
 
-def test_sde_matches_ode_marginal(gen):
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_sde_matches_ode_marginal(gen, precision):
     target = moments(sample_target(20_000, gen))
     ode = moments(ode_sample(gmm_velocity, torch.randn(20_000, 2, generator=gen), K=K))
-    sde = _sde(gen, "consistent")
+    sde = _sde(gen, "consistent", precision=precision)
     # same marginal as the ODE sampler and as the true target (means, component spreads, mixture weight)
     assert (ode - target).abs().max() < 0.015, (ode, target)
     assert (sde - target).abs().max() < 0.015, (sde, target)
@@ -103,14 +110,17 @@ def test_single_step_logp_is_gaussian_density(gen):
     assert torch.allclose(lp, expect.view(1), atol=1e-5)
 
 
-def test_flow_policy_ratio_is_one_at_theta_bar_and_gradient_flows(gen):
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_flow_policy_ratio_is_one_at_theta_bar_and_gradient_flows(gen, precision):
+    """Chain and old log-prob imagined as OGPO's update does (fp32: = pol.sample_sde); new log-prob teacher-forced."""
     torch.manual_seed(0)
     pol = FlowPolicy(5, 2, 3, FlowPolicyConfig(hidden=(32, 32), denoise_steps=4))
     obs = torch.randn(7, 5, generator=gen)
-    s = pol.sample_sde(obs, 6, generator=gen)
+    path = UpdatePath(torch.device("cpu"), None, precision)
+    s = path.sample_sde(pol, obs, 6, generator=gen)
     assert s.chain.shape == (6, 7, 5, 6) and s.actions.shape == (6, 7, 3, 2)
-    assert s.actions.abs().max() <= 1.0
-    lp = pol.log_prob(obs, s.chain)
+    assert s.actions.abs().max() <= 1.0 and s.chain.dtype == s.logp.dtype == torch.float32
+    lp = path.log_prob(pol, obs, s.chain)
     ratio = torch.exp(lp - s.logp)
     assert torch.allclose(ratio, torch.ones_like(ratio), atol=1e-5)
     lp.sum().backward()

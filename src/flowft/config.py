@@ -49,9 +49,29 @@ class RunConfig:
     """Off-policy: run each step's updates while the envs step (AsyncVectorEnv workers), instead of after. The
     updates then lag the buffer by one env step; on-policy algorithms ignore it. Off by default so that the
     published runs (docs/results.md) stay reproducible; measured speed-up in docs/results.md (throughput)."""
+    compile: bool = False
+    """Fast path for the OGPO update (train/fastpath.py): torch.compile the imagination chain and the critic's scoring
+    and TD step (on GPU also the teacher-forced log-prob and CFM term, as CUDA graphs). Compiles once at start (10-25 s
+    warm cache, ~1 min cold); same draws as eager, updates equal up to float rounding. Falls back to eager with a
+    warning where it cannot compile; algorithms without a fast path ignore it. Speed-ups: docs/benchmarks.md."""
+    precision: Literal["fp32", "bf16-nograd", "bf16"] = "fp32"
+    """Network precision of the OGPO update. bf16-nograd: bf16 autocast for the no-grad imagination and critic
+    scoring (log-probs and gradients fp32). bf16: mixed precision for every network call of the update (weights,
+    optimizer, chains and log-prob sums fp32). The PPO ratio is 1 at theta = theta_old in every mode. Needs bf16
+    matmuls (AVX512-BF16/AMX CPU, or a GPU), else fp32 with a warning. Not a default: learning curves untested."""
     plot: bool = True
     """Write a learning-curve PNG (plots/learning_curve.png) at every eval."""
+    critic_diag_episodes: int = 10
+    """Critic-quality diagnostic (train/critic_diag/*, docs/algorithm.md): at every train-metric row, the critic's
+    Q on the executed chunks of the last this-many finished training episodes vs. their discounted Monte-Carlo
+    returns (bias, rank correlation). 0 = off; algorithms without a Q(s, a_chunk) critic never log it."""
     log: LogConfig = field(default_factory=LogConfig)
+
+    def __post_init__(self):
+        if self.critic_diag_episodes < 0:
+            raise ValueError(f"RunConfig.critic_diag_episodes must be >= 0, got {self.critic_diag_episodes}")
+        if self.precision not in ("fp32", "bf16-nograd", "bf16"):
+            raise ValueError(f"RunConfig.precision must be fp32, bf16-nograd or bf16, got {self.precision!r}")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Literal
 
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from flowft.data.buffer import ReplayBuffer
+from flowft.train import fastpath
 
 ActMode = Literal["explore", "ode", "sde", "bon"]
 """explore: the data-collection sampler; ode: deterministic Euler policy; sde: one SDE sample; bon: Best-of-N SDE."""
@@ -42,6 +44,9 @@ class Algorithm(ABC):
     acts through act_rollout, stores decisions, and calls update_rollout every `rollout_steps` env steps per env."""
     rollout_steps: int = 0
     """On-policy only: env steps per env between updates."""
+    has_fast_path: ClassVar[bool] = False
+    """The update evaluates its networks through `self.fast` (train/fastpath.py), so --run.compile/--run.precision
+    apply to it."""
 
     def __init__(self, cfg: Any, obs_dim: int, act_dim: int, chunk_len: int, device: torch.device, seed: int):
         self.cfg, self.obs_dim, self.act_dim, self.chunk_len, self.device = cfg, obs_dim, act_dim, chunk_len, device
@@ -50,6 +55,17 @@ class Algorithm(ABC):
         self.act_gen = torch.Generator(device=device).manual_seed(seed + 1)
         self.head_gen = torch.Generator().manual_seed(seed + 2)  # CPU: random critic-head choices
         self.grad_steps = 0
+        self.fast = fastpath.UpdatePath(device)  # eager fp32 until enable_fast_path
+
+    def enable_fast_path(self, compile: bool, precision: str) -> None:
+        """--run.compile / --run.precision (train/fastpath.py); the Trainer calls it once, before loading weights.
+        Algorithms without a fast path run eager fp32 and say so once."""
+        if not self.has_fast_path:
+            if compile or precision != "fp32":
+                warnings.warn(f"{self.name}: no fast path (--run.compile / --run.precision); running eager fp32",
+                              RuntimeWarning, stacklevel=2)
+            return
+        fastpath.enable_fast_path(self, compile, precision)
 
     @abstractmethod
     def act(self, obs: torch.Tensor, mode: ActMode, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -66,6 +82,12 @@ class Algorithm(ABC):
     def update_rollout(self, rollout: Any) -> dict[str, float]:
         """On-policy update from a finished rollout (train/onpolicy.RolloutStorage); returns train/ metrics."""
         raise NotImplementedError(f"{type(self).__name__} is not an on-policy algorithm")
+
+    def critic_values(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor | None:
+        """Critic-quality diagnostic hook (critics/diagnostics.py, train/critic_diag/*): obs [n, Do] raw, executed
+        chunks actions [n, H, Da] env space -> Q per head [M, n] of the ensemble the policy follows, trained with
+        per-env-step discount `cfg.gamma` (critics/targets.py). None (default): no Q(s, a_chunk) critic."""
+        return None
 
     @abstractmethod
     def modules(self) -> dict[str, nn.Module]:

@@ -118,6 +118,11 @@ class DSRL(Algorithm):
         return {"noise_actor": self.actor_opt, "critic": self.critic_opt, "noise_critic": self.noise_critic_opt,
                 "temperature": self.temp_opt}
 
+    @torch.no_grad()
+    def critic_values(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        # the online action critic: the noise critic that the noise policy follows is distilled from it
+        return self.critic(obs, actions)
+
     # ------------------------------------------------------------------------------------------- pieces
     def sample_noise(self, obs: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         """w ~ pi_W(s): obs [B, Do] raw -> w [B, d] in [-b, b], log-density of w / b [B] (reparameterised)."""

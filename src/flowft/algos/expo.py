@@ -121,6 +121,10 @@ class EXPO(Algorithm):
     def optimizers(self):
         return {"actor": self.actor_opt, "critic": self.critic_opt, "edit": self.edit_opt, "alpha": self.alpha_opt}
 
+    @torch.no_grad()
+    def critic_values(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.critic_target(obs, actions)  # the target critic: it picks the executed candidate (OTF selection)
+
     # ---------------------------------------------------------------------------------------- sampling
     @torch.no_grad()
     def base_samples(self, obs: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:

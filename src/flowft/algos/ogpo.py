@@ -119,7 +119,7 @@ class OGPOConfig:
 
 
 class OGPO(Algorithm):
-    name = "ogpo"
+    name, has_fast_path = "ogpo", True  # networks of the update go through self.fast (train/fastpath.py)
 
     def __init__(self, cfg: OGPOConfig, obs_dim: int, act_dim: int, chunk_len: int, device: torch.device, seed: int):
         super().__init__(cfg, obs_dim, act_dim, chunk_len, device, seed)
@@ -195,7 +195,7 @@ class OGPO(Algorithm):
         if cfg.bc_coeff > 0:
             use_sb = cfg.bc_source == "success" and buffer.can_sample(success=True)
             bc = buffer.sample(cfg.batch_size, success=True).to(self.device) if use_sb else batch
-            bc_loss = self.actor.cfm_loss(bc.obs, bc.actions, bc.valid, generator=self.gen)
+            bc_loss = self.fast.cfm_loss(self.actor, bc.obs, bc.actions, bc.valid, self.gen)
             (cfg.bc_coeff * bc_loss).backward()
             stats.update({"actor/bc_loss": bc_loss.item(), "actor/bc_on_success": float(use_sb)})
         # the schedule counts actor updates, not grad_steps: the critic-only warm-up must not use up the actor's
@@ -222,7 +222,7 @@ class OGPO(Algorithm):
         """Target-critic scores of the group's final actions [G, B, H, Da] -> (q [G, M, B], adv [G, B], stats)."""
         cfg, (G, B) = self.cfg, actions.shape[:2]
         S_rep = S.unsqueeze(0).expand(G, B, self.obs_dim)
-        q = torch.cat([self.critic_target(S_rep[sl], actions[sl]) for sl in slices], 1).transpose(0, 1)  # [G, M, B]
+        q = torch.cat([self.fast.score(self.critic_target, S_rep[sl], actions[sl]) for sl in slices], 1).transpose(0, 1)
         adv = advantages(q, cfg.advantage, cfg.normalize_group)  # [G, B]
         if cfg.adv_clip_min is not None:
             adv = adv.clamp_min(cfg.adv_clip_min)
@@ -241,12 +241,12 @@ class OGPO(Algorithm):
         the AWR weights in place of A."""
         cfg, G, slices = self.cfg, self.cfg.group_size, self._slices(S.shape[0])
         with torch.no_grad():
-            imagined = self.actor_target.sample_sde(S, G, generator=self.gen)  # chain [G, B, K+1, d]
+            imagined = self.fast.sample_sde(self.actor_target, S, G, self.gen)  # chain [G, B, K+1, d]
             _, adv, stats = self._group_advantages(S, imagined.actions, slices)
             w = self._awr_weights(adv, stats) if cfg.extraction == "awr" else adv  # [G, B]
         pg_loss, new_logp = 0.0, []
         for sl in slices:  # gradient accumulation: sum of slice means weighted by slice size = the full mean
-            logp = self.actor.log_prob(S, imagined.chain[sl])  # [g, B], teacher-forced, fp32
+            logp = self.fast.log_prob(self.actor, S, imagined.chain[sl])  # [g, B], teacher-forced, fp32
             loss = ppo_clip_loss(logp, imagined.logp[sl], w[sl], cfg.clip_eps)
             (loss * (logp.shape[0] / G)).backward()
             pg_loss += loss.item() * logp.shape[0] / G
@@ -298,10 +298,10 @@ class OGPO(Algorithm):
         cfg = self.cfg
         with torch.no_grad():
             R, discount, valid = chunk_returns(batch.rewards, batch.terminals, batch.ends, cfg.gamma)
-            next_a = self.actor_target.sample_sde(batch.boot_obs, 1, generator=self.gen).actions[0]  # [B, H, Da]
-            next_q = aggregate(self.critic_target(batch.boot_obs, next_a), cfg.target_agg, self.head_gen)
+            next_a = self.fast.sample_sde(self.actor_target, batch.boot_obs, 1, self.gen, logp=False).actions[0]
+            next_q = aggregate(self.fast.score(self.critic_target, batch.boot_obs, next_a), cfg.target_agg, self.head_gen)
             y = td_target(R, discount, next_q)  # [B]
-        q = self.critic(batch.obs, batch.actions)  # [M, B]
+        q = self.fast.critic(self.critic, batch.obs, batch.actions)  # [M, B]
         w = valid[:, -1] if cfg.drop_partial_chunks else torch.ones_like(y)
         # each head regresses to the same target: sum over heads of its weighted MSE
         loss = (((q - y) ** 2) * w).sum(-1).div(w.sum().clamp_min(1.0)).sum()

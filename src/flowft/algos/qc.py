@@ -108,6 +108,10 @@ class QC(Algorithm):
     def optimizers(self):
         return {"actor": self.actor_opt, "critic": self.critic_opt}
 
+    @torch.no_grad()
+    def critic_values(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.critic(obs, actions)  # the online critic: it scores the Best-of-N candidates the policy executes
+
     # ------------------------------------------------------------------------------------------ best-of-N
     @torch.no_grad()
     def best_of_n(self, obs: torch.Tensor, n: int, gen: torch.Generator, head_gen: torch.Generator | None):

@@ -134,6 +134,10 @@ class ResidualRL(Algorithm):
     def optimizers(self):
         return {"residual": self.residual_opt, "critic": self.critic_opt, "temperature": self.temperature_opt}
 
+    @torch.no_grad()
+    def critic_values(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.critic(obs, actions)  # the online critic: the residual actor's SAC loss maximises it
+
     # -------------------------------------------------------------------------------------------- pieces
     @torch.no_grad()
     def base_chunk(self, obs: torch.Tensor, gen: torch.Generator, sampler: str) -> torch.Tensor:

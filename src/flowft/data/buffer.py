@@ -119,6 +119,24 @@ class ReplayBuffer:
             boot_obs=t(self.next_obs[env, last_col]),
         )
 
+    def finished_episodes(self, n: int) -> list[tuple[int, int, int]]:
+        """The last `n` episodes to finish whose every step is still stored, as (env, absolute start, absolute
+        stop) with stop exclusive, oldest first (ties: lower env first). An episode's start is only known from the
+        end before it (or from step 0), so the oldest episode of a ring that has wrapped is never returned."""
+        lo = max(0, self.total - self.C)
+        absidx = np.arange(lo, self.total)
+        eps = []
+        for env in range(self.N):
+            stops = absidx[self.ends[env, absidx % self.C]] + 1  # one past each episode's last step
+            starts = stops[:-1]
+            if lo == 0:
+                starts = np.concatenate([[0], starts])
+            else:  # the first end's episode may have begun in overwritten slots
+                stops = stops[1:]
+            eps += [(env, int(a), int(b)) for a, b in zip(starts, stops)]
+        eps.sort(key=lambda e: (e[2], e[0]))
+        return eps[-n:] if n > 0 else []
+
     # --------------------------------------------------------------------------------------- persistence
     def meta(self) -> dict:
         return {"N": self.N, "C": self.C, "H": self.H, "obs_dim": self.obs_dim, "act_dim": self.act_dim,

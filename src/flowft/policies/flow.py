@@ -15,7 +15,7 @@ from torch import nn
 
 from flowft.policies.networks import Activation, MLPTimeEmbedding, SinusoidalEmbedding, mlp
 from flowft.policies.normalizer import Normalizer
-from flowft.policies.sde import SDEConfig, chain_log_prob, ode_sample, sde_sample, step_log_probs
+from flowft.policies.sde import SDEConfig, chain_log_prob, live_steps, ode_sample, sde_chain, step_log_probs, step_noise
 
 
 @dataclass(frozen=True)
@@ -90,10 +90,14 @@ class FlowPolicy(nn.Module):
     ) -> torch.Tensor:
         """Conditional flow-matching loss (igp_targets_helper.get_flow_targets): obs [B, Do], actions [B, H, Da],
         valid [B, H] masks chunk steps after an episode end (bc_helper.apply_chunking_mask)."""
-        B = obs.shape[0]
+        x0 = torch.randn(obs.shape[0], self.flat_dim, device=obs.device, generator=generator)
+        t = torch.rand(obs.shape[0], device=obs.device, generator=generator)
+        return self.cfm_loss_given(obs, actions, valid, x0, t)
+
+    def cfm_loss_given(self, obs: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor | None, x0: torch.Tensor,
+                       t: torch.Tensor) -> torch.Tensor:
+        """`cfm_loss` with its noise x0 [B, d] and times t [B] given (no RNG inside: compilable, train/fastpath.py)."""
         x1 = self.normalize_actions(actions)  # [B, d]
-        x0 = torch.randn(x1.shape, device=x1.device, generator=generator)
-        t = torch.rand(B, device=x1.device, generator=generator)
         xt = t[:, None] * x1 + (1 - t[:, None]) * x0
         err = (self.velocity(self.obs_normalizer(obs.float()), xt, t) - (x1 - x0)) ** 2  # [B, d]
         if valid is None:
@@ -126,10 +130,24 @@ class FlowPolicy(nn.Module):
                    generator: torch.Generator | None = None, std: torch.Tensor | None = None) -> SDESample:
         """G = num_samples SDE chains per state: obs [B, Do] -> SDESample with leading [G, B].
         `std` [K] overrides the injected noise std (DPPO's exploration floor)."""
-        B, G, K = obs.shape[0], num_samples, self.cfg.denoise_steps
+        x0, eps = self.sde_noise(obs.shape[0] * num_samples, obs.device, generator, std)
+        return self.sde_given(obs, x0, eps, std)
+
+    def sde_noise(self, rows: int, device: torch.device, generator: torch.Generator | None = None,
+                  std: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The draws of `rows` SDE chains, in the sampler's order: x0 [rows, d], then eps [K, rows, d]."""
+        x0 = torch.randn(rows, self.flat_dim, device=device, generator=generator)
+        return x0, step_noise(rows, self.flat_dim, live_steps(self.cfg.sde, self.cfg.denoise_steps, std), device,
+                              generator)
+
+    def sde_given(self, obs: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor,
+                  std: torch.Tensor | None = None) -> SDESample:
+        """`sample_sde` with its noise given: x0 [G*B, d], per-step eps [K, G*B, d] (sde.step_noise). No RNG inside,
+        so it can be compiled (train/fastpath.py); G = rows / B."""
+        B, K = obs.shape[0], self.cfg.denoise_steps
+        G = x0.shape[0] // B
         obs_rep = obs.unsqueeze(0).expand(G, B, self.obs_dim).reshape(G * B, self.obs_dim)
-        x0 = torch.randn(G * B, self.flat_dim, device=obs.device, generator=generator)
-        x, chain, logp = sde_sample(self._velocity_fn(obs_rep), x0, K, self.cfg.sde, generator, std=std)
+        x, chain, logp = sde_chain(self._velocity_fn(obs_rep), x0, eps, K, self.cfg.sde, std=std)
         return SDESample(
             actions=self.unnormalize_actions(x).view(G, B, self.chunk_len, self.act_dim),
             chain=chain.view(G, B, K + 1, self.flat_dim),

@@ -84,20 +84,48 @@ def ode_sample(velocity: Velocity, x0: torch.Tensor, K: int, clip: bool = True) 
     return x.clamp(-1.0, 1.0) if clip else x
 
 
+def live_steps(cfg: SDEConfig, K: int, std: torch.Tensor | None = None) -> list[bool]:
+    """Which of the K transitions inject noise (std > 0), as Python bools: the schedule's zeros are known from cfg
+    without reading a tensor, so compiled code needs no data-dependent branch (train/fastpath.py)."""
+    if std is not None:
+        return [bool(s) for s in (std > 0).tolist()]
+    return [cfg.sigma_b > 0 and (cfg.schedule == "tapered" or k < K - 1) for k in range(K)]
+
+
+def step_noise(R: int, d: int, live: list[bool], device: torch.device | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard-normal draws [K, R, d] for the live steps, in step order (zeros elsewhere): drawn before the chain
+    so that the chain itself is a pure function (compilable); the stream is the one a draw per step would give."""
+    eps = torch.zeros(len(live), R, d, device=device)
+    for k, on in enumerate(live):
+        if on:
+            eps[k].normal_(generator=generator)
+    return eps
+
+
 @torch.no_grad()
 def sde_sample(
     velocity: Velocity, x0: torch.Tensor, K: int, cfg: SDEConfig, generator: torch.Generator | None = None,
     std: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """SDE chain from x0 [R, d]. Returns (action [R, d] clipped to [-1,1], chain [R, K+1, d], logp [R]).
+    `std` [K] overrides the injected noise std (e.g. DPPO's exploration floor); the drift keeps cfg's schedule."""
+    eps = step_noise(*x0.shape, live_steps(cfg, K, std), x0.device, generator)
+    return sde_chain(velocity, x0, eps, K, cfg, std)
+
+
+def sde_chain(
+    velocity: Velocity, x0: torch.Tensor, eps: torch.Tensor, K: int, cfg: SDEConfig, std: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`sde_sample` given its noise eps [K, R, d] (`step_noise`); no RNG and no tensor-valued branch.
 
     The chain stores the *unclipped* x_K so that the teacher-forced recomputation (`chain_log_prob`) gives
     exactly the sampler's log-prob (fixes §1.11 point 3: ratio = 1 at theta = theta_bar).
-    `std` [K] overrides the injected noise std (e.g. DPPO's exploration floor); the drift keeps cfg's schedule.
     """
     R, d = x0.shape
     sig = sigma_schedule(cfg, K, x0.device)  # [K]
     noise_std = sig if std is None else std  # [K]
+    live = live_steps(cfg, K, std)
     chain = torch.empty(R, K + 1, d, device=x0.device, dtype=torch.float32)  # [R, K+1, d]
     x = x0.float()
     chain[:, 0] = x
@@ -105,9 +133,8 @@ def sde_sample(
     for k in range(K):
         t = torch.full((R, 1), k / K, device=x.device)
         mean = step_mean(velocity(x, t.squeeze(-1)), x, t, sig[k], K, cfg)
-        if noise_std[k] > 0:
-            eps = torch.randn(R, d, device=x.device, generator=generator).clamp(-cfg.noise_clip, cfg.noise_clip)
-            x = mean + noise_std[k] * eps
+        if live[k]:
+            x = mean + noise_std[k] * eps[k].clamp(-cfg.noise_clip, cfg.noise_clip)
             logp = logp + gaussian_logp(x, mean, noise_std[k].view(1, 1))
         else:
             x = mean
@@ -130,9 +157,10 @@ def chain_log_prob(velocity: Velocity, chain: torch.Tensor, K: int, cfg: SDEConf
     mean = step_mean(v, x_prev, t.unsqueeze(-1), sig.view(1, K, 1), K, cfg)  # [R, K, d]
     x0 = chain[:, 0]
     logp = -0.5 * (x0 * x0).sum(-1) - 0.5 * d * LOG_2PI
-    live = sig > 0  # deterministic steps carry no density
-    if bool(live.any()):
-        lp_steps = gaussian_logp(chain[:, 1:][:, live], mean[:, live], sig[live].view(1, -1, 1))  # [R, K']
+    live = [k for k, on in enumerate(live_steps(cfg, K)) if on]  # deterministic steps carry no density
+    if live:  # Python indices, not a boolean mask: no data-dependent shape or branch under torch.compile
+        idx = slice(None) if len(live) == K else live
+        lp_steps = gaussian_logp(chain[:, 1:][:, idx], mean[:, idx], sig[idx].view(1, -1, 1))  # [R, K']
         logp = logp + lp_steps.sum(-1)
     if cfg.normalize_logprob:
         logp = logp / ((K + 1) * d)

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from flowft.algos.base import Algorithm, DivergenceError
 from flowft.config import TrainConfig
+from flowft.critics.diagnostics import critic_diagnostic
 from flowft.data.buffer import ReplayBuffer
 from flowft.deploy import load_bc_actor
 from flowft.envs.make import make_vec_env, reset_vec_env
@@ -67,6 +68,7 @@ class Trainer:
         self.config_dict = {"algo_name": cfg.algo_name, **to_dict(cfg)}
         self.algo: Algorithm = get_algorithm(cfg.algo_name).cls(cfg.algo, self.obs_dim, self.act_dim, self.H,
                                                                 self.device, r.seed)
+        self.algo.enable_fast_path(r.compile, r.precision)  # before any weights load: it restores what it touches
         self.on_policy = self.algo.on_policy
         self.buffer = None if self.on_policy else ReplayBuffer(r.num_envs, r.buffer_capacity, self.obs_dim,
                                                                self.act_dim, self.H, seed=r.seed)
@@ -206,6 +208,7 @@ class Trainer:
                 if crossed(r.log.log_every) or crossed(r.eval_every):
                     row = {f"train/{k}": float(np.mean(v)) for k, v in train_stats.items()}
                     row.update(self._episode_stats())
+                    row.update(self._critic_diag())
                     dt = time.perf_counter() - t0
                     # sps excludes in-loop evaluation time; update_frac = learner share of training wall time
                     row.update({"time/sps": (self.env_steps - steps0) / (dt - t_eval),
@@ -260,6 +263,14 @@ class Trainer:
         return {"train/episode_success": float(np.mean([e["success"] for e in eps])),
                 "train/episode_return": float(np.mean([e["return"] for e in eps])),
                 "train/episode_length": float(np.mean([e["length"] for e in eps]))}
+
+    def _critic_diag(self) -> dict[str, float]:
+        """train/critic_diag/*: the critic's Q on the last finished episodes' executed chunks vs. their Monte-Carlo
+        returns (critics/diagnostics.py). No RNG and no state change, so training and exact resume are unaffected."""
+        n = self.cfg.run.critic_diag_episodes
+        if not n or self.buffer is None:  # on-policy algorithms keep no replay buffer (and no Q(s, a_chunk))
+            return {}
+        return {f"train/critic_diag/{k}": v for k, v in critic_diagnostic(self.algo, self.buffer, n).items()}
 
     def _plot(self) -> None:
         from flowft.utils.plotting import plot_runs
