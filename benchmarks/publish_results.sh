@@ -29,6 +29,15 @@ if [ -d "$DIAG" ]; then
     d=$(dirname "$f"); copy_run "$d" "$DST/diag/${d#"$DIAG"/}"
   done
 fi
+# the Lift recipe sweep of issue 17 (benchmarks/recipe_sweep.sh; results.md section 8): runs/recipe-sweep next to
+# runs/bench, same layout (lift/<arm>/s<seed>, lift/bc/s<seed>)
+SWEEP=$(dirname "$SRC")/recipe-sweep
+if [ -d "$SWEEP" ]; then
+  find "$SWEEP" -name metrics.csv | while read -r m; do
+    d=$(dirname "$m"); [ -f "$d/DONE" ] || [ -f "$d/checkpoint/model.safetensors" ] || continue
+    copy_run "$d" "$DST/recipe-sweep/${d#"$SWEEP"/}"
+  done
+fi
 
 R=docs/results
 flowft report $DST/cpu-small --label parent --out $R/toy-main --title "Toy: OGPO variants and the baselines" \
@@ -54,6 +63,9 @@ flowft report $DST/cpu-can-door/can/ogpo-plus-ca/s0 $DST/cpu-can-door/can/ogpo-p
     --label parent --out $R/can-diag \
     --title "Can seeds 0-1: OGPO+CA with the CPU preset's and the authors' actor step sizes" \
     --metrics train/episode_success train/critic/q_mean train/actor/clip_frac
+flowft report $DST/recipe-sweep/lift --label parent --out $R/recipe-sweep \
+    --title "Lift recipe sweep (50k env steps): OGPO+CA with the fast CPU actor steps (seeds 0, 1) vs the authors' recipe (seed 1), both M = 10" \
+    --metrics train/episode_success train/critic/q_mean train/actor/clip_frac train/actor/adv_zero_frac
 flowft report $DST/cpu-can-door/door --out $R/door --title "Adroit door: the issue-6 methods, evaluated every 1k env steps"
 python benchmarks/claims.py $DST/cpu-small --switch 2000 --window 4000 --out $R/claims-toy.md \
     --methods ogpo ogpo-ca ogpo-plus ogpo-plus-ca ogpo-plus-ca-min-target ogpo-plus-ca-group-std \

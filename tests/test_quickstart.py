@@ -15,8 +15,12 @@ def test_default_task_is_lift_with_a_short_budget():
     assert run.env_steps <= 12_000 and run.env_steps // run.eval_every == 2  # evals at 0, halfway, end
     # the clip gate is the finetuning run's own step-0 rollout sampler (one SDE sample on simulator presets)
     assert train_preset("ogpo-plus-ca", "lift", "tiny").algo.best_of_n == 1
-    assert bc_preset("lift", "tiny", "x.hdf5").clip_sampler == "sde"
-    # the paper preset acts with Best-of-N from step 0, and so does its gate
+    # issue 17: the clip is decided on a 64-episode confirmation of the ODE policy (the one every run reports at
+    # step 0) after the loss has flattened; the cheap 16-episode check reads the ODE policy too
+    bc = bc_preset("lift", "tiny", "x.hdf5")
+    assert (bc.gate, bc.confirm_sampler, bc.confirm_episodes, bc.clip_sampler) == ("confirmed", "ode", 64, "ode")
+    assert bc.clip_max <= 0.5 and bc.min_steps > 0
+    # the paper preset acts with Best-of-N from step 0, and its cheap check does too
     assert train_preset("ogpo-plus-ca", "lift", "paper").algo.best_of_n > 1
     assert bc_preset("lift", "paper", "x.hdf5").clip_sampler == "bon"
 
@@ -32,7 +36,7 @@ def test_missing_simulator_names_the_extra_and_the_toy_task(monkeypatch):
 def test_quickstart_toy_end_to_end(tmp_path, capsys):
     assert main(["quickstart", "--task", "toy", "--env-steps", "400", "--out-dir", str(tmp_path)]) == 0
     cap = capsys.readouterr()
-    assert "BC stopped after" in cap.err and "quickstart done" in cap.out
+    assert "BC stopped" in cap.err and "quickstart done" in cap.out
     runs = [p for p in tmp_path.iterdir() if p.name.startswith("ogpo-plus-ca-toy")]
     assert len(runs) == 1 and (runs[0] / "plots" / "learning_curve.png").exists()
     assert (runs[0] / "checkpoints").is_dir()

@@ -49,8 +49,13 @@ class DemosArgs:
     """Task name (`flowft info` lists them)."""
     episodes: int = 200
     seed: int = 0
-    action_noise: float = 0.1
-    """Gaussian noise std added to the expert's actions."""
+    style: Literal["operator", "clean"] | None = None
+    """Demonstration style (robosuite lift/can/square). operator (default for lift/can): per-episode perturbed
+    experts (gain, approach height, grasp offset and timing), correlated OU noise on every dim incl. rotation,
+    operator pauses and ramped gripper commands (flowft/envs/operator_noise.py). clean (default for square and the
+    old behaviour): the scripted expert + i.i.d. --action-noise. Other tasks have one style."""
+    action_noise: float | None = None
+    """Std of i.i.d. Gaussian noise added to the expert's actions (default: 0.1 for clean, 0 on top of operator)."""
 
 
 def cmd_demos(argv: list[str]) -> int:
@@ -59,10 +64,15 @@ def cmd_demos(argv: list[str]) -> int:
 
     args = tyro.cli(DemosArgs, args=argv, prog="flowft demos", description="Generate demonstrations (HDF5).")
     task = get_task(args.env)
-    eps = task.generate(args.episodes, args.seed, args.action_noise)
+    try:
+        eps = task.demos(args.episodes, args.seed, args.action_noise, args.style)
+    except ValueError as e:
+        raise SystemExit(f"flowft demos: {e}") from None
     write_demos(args.out, eps, task.meta())
     rate = sum(e["success"] for e in eps) / max(1, len(eps))
-    print(f"wrote {len(eps)} episodes to {args.out}; expert success rate {rate:.3f}")
+    style = eps[0].get("style", {}).get("style", "clean") if eps else "clean"
+    print(f"wrote {len(eps)} episodes ({style} style) to {args.out}; expert success rate {rate:.3f} "
+          f"(failed episodes are flagged; BC trains on successes only)")
     return 0
 
 

@@ -18,7 +18,7 @@ class TaskSpec:
     make: Callable[[bool], gym.Env]
     """make(render) -> a fresh env; seeding happens through reset(seed=...)."""
     generate: Callable[..., list[dict]]
-    """generate(n, seed, action_noise) -> episodes in the flowft episode format."""
+    """generate(n, seed, action_noise[, style=...]) -> episodes in the flowft episode format."""
     meta: Callable[[], dict]
     vectorization: Literal["sync", "async"] = "sync"
     chunk_len: int = 4
@@ -26,6 +26,19 @@ class TaskSpec:
     denoise_steps: int = 10
     extra: str = ""
     """pip extra that provides the simulator ("" for none)."""
+    demo_styles: tuple[str, ...] = ()
+    """Styles `generate` accepts as style=... (robosuite experts: operator_noise.STYLES); the first is the default
+    of `demos` (`flowft demos`, quickstart). () = the generator has one style."""
+
+    def demos(self, n: int, seed: int, action_noise: float | None = None, style: str | None = None) -> list[dict]:
+        """`generate` with the command-line defaults: the task's default style, and i.i.d. action noise 0.1 (the
+        long-standing default) except for the operator style, which brings its own noise (None = that default)."""
+        styles = self.demo_styles or ("clean",)  # a one-style generator: its expert + i.i.d. noise is "clean"
+        if style is not None and style not in styles:
+            raise ValueError(f"task '{self.name}' has no demo style '{style}'; styles: {styles}")
+        style = style or (self.demo_styles[0] if self.demo_styles else None)
+        noise = action_noise if action_noise is not None else (0.0 if style == "operator" else 0.1)
+        return self.generate(n, seed, noise, style=style) if self.demo_styles else self.generate(n, seed, noise)
 
 
 @dataclass(frozen=True)

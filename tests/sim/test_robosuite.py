@@ -179,6 +179,22 @@ def test_lift_demo_generator(lift_env):
     assert np.abs(noisy["actions"][:n] - eps[0]["actions"][:n]).mean() > 0.01
 
 
+def test_lift_operator_style_demos(lift_env):
+    """Operator-style Lift demos (issue 17): rotation and gripper actions vary, the style and per-episode draws are
+    recorded, and the same (seed, episode) on the same env gives the same episode."""
+    from flowft.envs.robosuite_experts import generate_episodes
+
+    eps = generate_episodes("lift", n=2, seed=3, env=lift_env, style="operator")
+    for e in eps:
+        a = e["actions"]
+        assert (a[:, 3:6].std(0) > 0.01).all() and np.abs(a).max() <= 1.0
+        assert not np.isin(np.abs(a[:, 6]), [1.0]).any()
+        assert e["style"]["style"] == "operator" and "gain" in e["perturbation"]
+    assert eps[0]["perturbation"] != eps[1]["perturbation"]
+    again = generate_episodes("lift", n=1, seed=3, env=lift_env, style="operator")[0]
+    np.testing.assert_array_equal(again["actions"], eps[0]["actions"])
+
+
 # --------------------------------------------------------------------------------------
 # slower tests
 # --------------------------------------------------------------------------------------

@@ -1,14 +1,19 @@
-"""Behaviour-cloning pretraining of the flow policy with the paper's "clip to <= 50 %" early stop.
+"""Behaviour-cloning pretraining of the flow policy with the paper's "clip to <= 50 %" start.
 
-Every `eval_every` steps the policy is evaluated with the rollout sampler; BC stops and saves as soon as the
-success rate reaches `clip_threshold` (0.45, bc_runner.run_bc_training with clip_bc_wrt=SDE). As in the reference,
-the "SDE" gate is the online rollout sampler, Best-of-N SDE, scored by a freshly initialised (untrained) critic
-ensemble, exactly what the finetuning run executes at its step 0 (`clip_sampler="bon"`); `sde` (one SDE sample)
-and `ode` are available too.
+Default gate (`gate="confirmed"`, bc_gate.py): once the BC loss has flattened (`min_steps` and a windowed-mean
+plateau test), every `eval_every` steps a cheap check (`eval_episodes` episodes of `clip_sampler`) that reaches
+`clip_threshold` triggers a confirmation: `confirm_episodes` episodes of the ODE policy, the policy the finetuning run
+starts from and reports. BC stops when the confirmed success lies in [clip_threshold, clip_max] and saves exactly the
+confirmed weights; an overshoot above clip_max rolls back to the previous check (`overshoot`). `gate="first-check"`
+is the earlier rule: stop at the first periodic check with success >= clip_threshold (bc_runner.run_bc_training).
+The "bon" sampler is the online rollout sampler, Best-of-N SDE scored by a freshly initialised (untrained) critic
+ensemble, exactly what the paper-size finetuning run executes at its step 0; `sde` (one SDE sample) and `ode` too.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +24,7 @@ import numpy as np
 import torch
 
 from flowft import __version__
+from flowft.algos.bc_gate import ClipGate, LossPlateau
 from flowft.data.hdf5 import load_demos
 from flowft.envs.make import make_vec_env
 from flowft.policies.flow import FlowPolicy, FlowPolicyConfig
@@ -47,14 +53,38 @@ class BCConfig:
     eval_every: int = 5_000
     """Gradient steps between clip checks (5k square, 1k Adroit)."""
     eval_episodes: int = 64
+    """Episodes of the periodic (cheap) check; with gate="confirmed" it only triggers a confirmation."""
     eval_envs: int = 16
     clip: bool = True
-    """Stop at the first evaluation with success >= clip_threshold (the paper's clipped BC start)."""
+    """Clip the BC start at >= clip_threshold success (the paper's clipped BC start); False trains `steps` steps."""
     clip_threshold: float = 0.45
     clip_sampler: Literal["bon", "sde", "ode"] = "bon"
-    """bon: the online rollout sampler with an untrained critic (reference). Its argmax over a random critic tends
-    to pick worse chunks than a plain SDE sample (measured: lift 0.16 vs 0.69), so the policy's own ODE/SDE success
-    at the clip can exceed 0.5; use `sde` to gate on the policy's own samples (docs/tasks.md)."""
+    """Sampler of the periodic check. bon: the online rollout sampler with an untrained critic (reference). Its
+    argmax over a random critic tends to pick worse chunks than a plain SDE sample (measured: lift 0.16 vs 0.69);
+    `ode` is the policy the confirmation and the finetuning runs' evaluations read (docs/tasks.md)."""
+    gate: Literal["confirmed", "first-check"] = "confirmed"
+    """confirmed: clip only after the loss has flattened, on a confirmation of `confirm_episodes` ODE episodes in
+    [clip_threshold, clip_max] (module doc). first-check: the earlier rule, stop at the first periodic check with
+    success >= clip_threshold (no plateau test, no confirmation; it overshoots on fast-rising curves)."""
+    min_steps: int = 0
+    """Gradient steps before the plateau test may pass (gate="confirmed")."""
+    plateau_window: int = 500
+    """Steps per window of the plateau test: the loss has flattened when the mean BC loss over the last window
+    improved on the window before by less than plateau_tol (relative)."""
+    plateau_tol: float = 0.02
+    """Relative improvement between two consecutive loss windows below which the loss counts as flat."""
+    confirm_episodes: int = 64
+    """Episodes of the confirmation (the paper's evaluation size), on reset seeds disjoint from the cheap check's."""
+    confirm_sampler: Literal["ode", "sde", "bon"] = "ode"
+    """Sampler of the confirmation: ode is the deterministic policy the finetuning runs evaluate at step 0."""
+    clip_max: float = 0.5
+    """Ceiling of the confirmed success: the paper's BC start is <= 50 %."""
+    overshoot: Literal["rollback", "continue"] = "rollback"
+    """A confirmation above clip_max: rollback confirms the previous check's weights (loss already flat) and stops
+    with the best confirmed weights <= clip_max (highest success; possibly an earlier check that confirmed below
+    clip_threshold), continuing only if there are none; continue keeps training. Without a stop, `steps` ends the run:
+    the final weights are confirmed and the best confirmed weights <= clip_max are saved (else the lowest, flagged
+    bc/over_ceiling)."""
     clip_critic_heads: int = 10
     """Heads of the untrained critic that scores Best-of-N during the clip check (the finetuning preset's M)."""
     only_success: bool = True
@@ -67,9 +97,21 @@ class BCConfig:
     run_name: str | None = None
     log: LogConfig = field(default_factory=lambda: LogConfig(log_every=1000))
 
+    def __post_init__(self):
+        if min(self.steps, self.eval_every, self.eval_episodes, self.eval_envs, self.confirm_episodes,
+               self.plateau_window) < 1:
+            raise ValueError("BCConfig: steps, eval_every, eval_episodes, eval_envs, confirm_episodes and "
+                             "plateau_window must be >= 1")
+        if not 0.0 <= self.clip_max <= 1.0 or (self.gate == "confirmed" and self.clip_threshold > self.clip_max):
+            # (first-check ignores clip_max; a threshold above 1 is its way of never clipping)
+            raise ValueError(f"BCConfig: need 0 <= clip_max ({self.clip_max}) <= 1 and, with gate='confirmed', "
+                             f"clip_threshold ({self.clip_threshold}) <= clip_max")
+        if self.min_steps < 0 or self.plateau_tol < 0:
+            raise ValueError("BCConfig: min_steps and plateau_tol must be >= 0")
+
 
 def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
-    """Train, clip, save. Returns (checkpoint dir, final eval metrics)."""
+    """Train, clip, save. Returns (checkpoint dir, result: the recorded evaluation and the bc/* gate fields)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
@@ -83,16 +125,39 @@ def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
                          f"task '{cfg.task}' ({obs_dim}/{act_dim})")
     policy = FlowPolicy(obs_dim, act_dim, H, cfg.policy).to(device)
     policy.fit_normalizers(torch.from_numpy(data.obs), torch.from_numpy(data.actions))
-    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gate = _clip_gate(policy, cfg, H, device) if cfg.clip_sampler == "bon" else None
+    bon = _clip_gate(policy, cfg, H, device) if "bon" in (cfg.clip_sampler, cfg.confirm_sampler) else None
+    evaluate = lambda kind, step: _evaluate(policy, bon, venv, H, cfg, kind, step, device)  # noqa: E731
+    gate = ClipGate(cfg, policy, evaluate) if cfg.clip and cfg.gate == "confirmed" else None
     run_dir = Path(cfg.out_dir) / (cfg.run_name or f"bc-{cfg.task}-s{cfg.seed}-{datetime.now():%Y%m%d-%H%M%S}")
     run_dir.mkdir(parents=True, exist_ok=False)
     config = {"kind": "bc", "flowft_version": __version__, "task": cfg.task, "bc": to_dict(cfg),
               "policy": to_dict(cfg.policy), "dims": {"obs_dim": obs_dim, "act_dim": act_dim, "chunk_len": H},
-              "env_meta": data.env_meta}
+              "env_meta": data.env_meta, "demos_meta": data.demo_meta}
     write_json(run_dir / "config.json", config)
     record_provenance(run_dir)
     logger = Logger(run_dir, cfg.log, config)
+    step, result = _train(cfg, policy, data, H, device, logger, evaluate, gate)
+    if gate is not None:  # the confirmed weights to save are loaded into `policy` here
+        result = {**gate.finish(step), "bc/gate": cfg.gate}
+        (run_dir / "gate.json").write_text(json.dumps({"checks": gate.history, "result": result}, indent=1,
+                                                      default=float))
+        print(f"[bc] saved step {result['bc/steps']}: {cfg.confirm_sampler} success {result['eval/success']:.3f} "
+              f"on {cfg.confirm_episodes} episodes (clipped={result['bc/clipped']}, "
+              f"rolled_back={result['bc/rolled_back']}, over_ceiling={result['bc/over_ceiling']})", file=sys.stderr)
+    final = run_dir / "checkpoint"
+    tmp = atomic_dir(final)
+    save_modules(tmp / "model.safetensors", {"actor": policy})
+    write_json(tmp / "config.json", {**config, "result": result})
+    commit_dir(tmp, final)
+    logger.close()
+    return final, result
+
+
+def _train(cfg: BCConfig, policy: FlowPolicy, data, H: int, device, logger: Logger, evaluate,
+           gate: ClipGate | None) -> tuple[int, dict]:
+    """The BC gradient steps and periodic checks; returns (last step, result of the first-check / no-clip path)."""
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    plateau = gate.plateau if gate is not None else LossPlateau(cfg.plateau_window, cfg.plateau_tol)
     rng, gen = np.random.default_rng(cfg.seed), torch.Generator(device=device).manual_seed(cfg.seed)
     result: dict = {}
     for step in range(1, cfg.steps + 1):
@@ -103,27 +168,37 @@ def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        plateau.update(loss.item())
+        losses = {"train/bc_loss": loss.item(), "train/bc_loss_smooth": plateau.smoothed(),
+                  "train/bc_loss_improvement": plateau.improvement()}
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            result = _eval(policy, gate, venv, H, cfg, step, device)
-            logger.log({"train/bc_loss": loss.item(), **result}, 0, step)
-            print(f"[bc {step:>7d}] loss={loss.item():.4f} success={result['eval/success']:.3f}", file=sys.stderr)
+            if gate is not None:
+                stop = gate.check(step)
+                rec = gate.history[-1]
+                logger.log({**losses, "bc/flat": float(rec["flat"]), **{f"eval/{k}": rec[k] for k in
+                            ("cheap", "confirmed") if k in rec}}, 0, step)
+                print(f"[bc {step:>7d}] loss={losses['train/bc_loss_smooth']:.4f} "
+                      f"(improvement {losses['train/bc_loss_improvement']:+.3f}/window, flat={rec['flat']}) "
+                      f"cheap={rec.get('cheap', math.nan):.3f} confirmed={rec.get('confirmed', math.nan):.3f}",
+                      file=sys.stderr)
+                if stop:
+                    break
+                continue
+            result = {f"eval/{k}": v for k, v in evaluate("cheap", step).items()}
+            logger.log({**losses, **result}, 0, step)
+            print(f"[bc {step:>7d}] loss={losses['train/bc_loss_smooth']:.4f} success={result['eval/success']:.3f}",
+                  file=sys.stderr)
             if cfg.clip and result["eval/success"] >= cfg.clip_threshold:
                 break
         elif step % cfg.log.log_every == 0:
-            logger.log({"train/bc_loss": loss.item()}, 0, step)
-    result = {**result, "bc/steps": step, "bc/clipped": bool(cfg.clip and result.get("eval/success", 0) >= cfg.clip_threshold)}
-    final = run_dir / "checkpoint"
-    tmp = atomic_dir(final)
-    save_modules(tmp / "model.safetensors", {"actor": policy})
-    write_json(tmp / "config.json", {**config, "result": result})
-    commit_dir(tmp, final)
-    logger.close()
-    return final, result
+            logger.log(losses, 0, step)
+    clipped = bool(cfg.clip and result.get("eval/success", 0) >= cfg.clip_threshold)
+    return step, {**result, "bc/steps": step, "bc/clipped": clipped, "bc/gate": cfg.gate if cfg.clip else "none"}
 
 
 def _clip_gate(policy: FlowPolicy, cfg: BCConfig, H: int, device):
     """The Best-of-N rollout sampler with an untrained critic, built once (same critic at every clip check,
-    global RNG untouched); `_eval` loads the current BC weights into its actor."""
+    global RNG untouched); `_evaluate` loads the current BC weights into its actor."""
     from flowft.algos.ogpo import OGPO, OGPOConfig
     from flowft.critics.ensemble import CriticConfig
 
@@ -133,14 +208,17 @@ def _clip_gate(policy: FlowPolicy, cfg: BCConfig, H: int, device):
         return OGPO(acfg, policy.obs_dim, policy.act_dim, H, device, cfg.seed)
 
 
-def _eval(policy: FlowPolicy, gate, venv, H: int, cfg: BCConfig, step: int, device) -> dict[str, float]:
-    gen = torch.Generator(device=device).manual_seed(cfg.seed * 7919 + step)
-    if cfg.clip_sampler == "bon":
-        gate.init_from_bc(policy.state_dict())
-        act = lambda o: gate.act(o, "bon", generator=gen)  # noqa: E731
-    elif cfg.clip_sampler == "sde":
+def _evaluate(policy: FlowPolicy, bon, venv, H: int, cfg: BCConfig, kind: str, step: int, device) -> dict:
+    """One gate evaluation. kind "cheap": the periodic check; "confirm": the confirmation, on its own reset-seed
+    stream (seed + 30 000) so that it never re-reads the cheap check's episodes."""
+    sampler, episodes, offset = ((cfg.clip_sampler, cfg.eval_episodes, 0) if kind == "cheap" else
+                                 (cfg.confirm_sampler, cfg.confirm_episodes, 10_000))
+    gen = torch.Generator(device=device).manual_seed(cfg.seed * 7919 + step + 1_000_003 * (offset > 0))
+    if sampler == "bon":
+        bon.init_from_bc(policy.state_dict())
+        act = lambda o: bon.act(o, "bon", generator=gen)  # noqa: E731
+    elif sampler == "sde":
         act = lambda o: policy.sample_sde(o, 1, generator=gen).actions[0]  # noqa: E731
     else:
         act = lambda o: policy.sample_ode(o, generator=gen)  # noqa: E731
-    res = evaluate(act, venv, H, cfg.eval_episodes, seed=cfg.seed + 20_000, stream=step, device=device)
-    return {f"eval/{k}": v for k, v in res.items()}
+    return evaluate(act, venv, H, episodes, seed=cfg.seed + 20_000 + offset, stream=step, device=device)

@@ -144,10 +144,10 @@ def _validate(suite: Suite, only_algos, only_tasks, seeds, workers: int, threads
         raise ValueError(f"--workers ({workers}) and --threads-per-worker ({threads}) must be >= 1")
     algos, _ = resolve_algorithms(suite)
     if only_algos:
-        unknown = [a for a in only_algos if a not in algos and a not in suite.algorithms]
+        every = {a for t in suite.tasks for a in suite.algorithms_for(t, algos)}
+        unknown = [a for a in only_algos if a not in every and a not in suite.algorithms]
         if unknown:
-            raise ValueError(f"--only-algos {unknown}: not in suite '{suite.name}' (its algorithms: {algos})")
-        algos = [a for a in algos if a in only_algos]
+            raise ValueError(f"--only-algos {unknown}: not in suite '{suite.name}' (its algorithms: {sorted(every)})")
     tasks = list(suite.tasks)
     if only_tasks:
         unknown = [t for t in only_tasks if t not in tasks]
@@ -166,25 +166,33 @@ def plan(suite: Suite, out_dir: Path, only_algos=(), only_tasks=(), seeds=(), wo
          threads: int = 1) -> list[Job]:
     """Every BC stage and cell of the (filtered) grid, with its current state; BC jobs first."""
     algos, tasks, seeds = _validate(suite, only_algos, only_tasks, seeds, workers, threads)
+    keep = lambda task: [a for a in suite.algorithms_for(task, algos) if not only_algos or a in only_algos]  # noqa: E731
     root, jobs = Path(out_dir) / suite.name, []
     for task in tasks:
         bc = suite.bc_for(task)
         for seed in seeds:
             bc_dir = root / task / "bc" / f"s{seed}"
             spec = {"kind": "bc", "task": task, "seed": seed, "size": suite.size, "threads": threads,
-                    "bc_dir": str(bc_dir), "demos": str(root / task / "demos" / f"s{seed}-n{bc.demo_episodes}.hdf5"),
-                    "demo_episodes": bc.demo_episodes, "demo_noise": bc.demo_noise, "overrides": bc.overrides()}
+                    "bc_dir": str(bc_dir), "demos": str(root / task / "demos" / _demo_name(seed, bc)),
+                    "demo_episodes": bc.demo_episodes, "demo_noise": bc.demo_noise, "demo_style": bc.demo_style,
+                    "overrides": bc.overrides()}
             state = "busy" if is_busy(bc_dir) else bc_state(bc_dir)
             jobs.append(Job(f"{task}/bc/s{seed}", "bc", bc_dir, spec, state=state))
     for task in tasks:
         for seed in seeds:
-            for label in algos:
+            for label in keep(task):
                 spec = train_spec(suite, root, task, label, seed, threads)
                 run_dir, steps = Path(spec["run_dir"]), cell_config(spec).run.env_steps
                 state = "busy" if is_busy(run_dir) else cell_state(run_dir, steps)
                 jobs.append(Job(f"{task}/{label}/s{seed}", "train", run_dir, spec, deps=[f"{task}/bc/s{seed}"],
                                 state=state))
     return jobs
+
+
+def _demo_name(seed: int, bc) -> str:
+    """Cached demo file of one (task, seed); styles other than the clean expert are named in it."""
+    style = "" if bc.demo_style == "clean" else f"-{bc.demo_style or 'default'}"
+    return f"s{seed}-n{bc.demo_episodes}{style}.hdf5"
 
 
 def train_spec(suite: Suite, root: Path, task: str, label: str, seed: int, threads: int | None) -> dict:

@@ -26,6 +26,9 @@ class Budget:
     num_envs: int | None = None
     ckpt_every: int | None = None
     buffer_capacity: int | None = None
+    vectorization: Literal["sync", "async"] | None = None
+    """sync: every env in the cell's process. Two robosuite cells on 2 cores step no slower that way, and async's
+    worker processes take ~0.8 GB each (16 per cell with 8 eval envs)."""
 
     def overrides(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
@@ -41,7 +44,11 @@ class BCStage:
 
     demo_episodes: int = 200
     """Scripted demonstrations generated with task.generate(n, seed, demo_noise), cached as HDF5."""
-    demo_noise: float = 0.1
+    demo_noise: float | None = 0.1
+    """i.i.d. Gaussian action noise of the demos; None = the demo style's default (task.demos)."""
+    demo_style: str | None = "clean"
+    """Scripted-expert style (TaskSpec.demo_styles, e.g. robosuite's operator); None = the task's default. "clean"
+    is the expert + i.i.d. noise every earlier suite used."""
     steps: int | None = None
     eval_every: int | None = None
     eval_episodes: int | None = None
@@ -78,6 +85,8 @@ class Suite:
     budget: Budget = Budget()
     task_budgets: dict[str, Budget] = field(default_factory=dict)
     """Per-task budget fields, applied over `budget`."""
+    task_algorithms: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Registered algorithms run on one task only, in addition to `algorithms` (same BC checkpoints)."""
     bc: BCStage = BCStage()
     task_bc: dict[str, BCStage] = field(default_factory=dict)
     """Per-task BC stage, replacing `bc` for that task."""
@@ -92,6 +101,10 @@ class Suite:
 
     def bc_for(self, task: str) -> BCStage:
         return self.task_bc.get(task, self.bc)
+
+    def algorithms_for(self, task: str, algos: list[str]) -> list[str]:
+        """`algos` (the resolved suite-wide methods) plus this task's own (`task_algorithms`)."""
+        return algos + [a for a in self.task_algorithms.get(task, ()) if a not in algos]
 
 
 def resolve_algorithms(suite: Suite, warn=True) -> tuple[list[str], list[str]]:
@@ -161,6 +174,17 @@ SUITES: dict[str, Suite] = {
             tasks=("toy", "lift", "can", "door"), seeds=(0, 1, 2),
             budget=Budget(eval_episodes=64, eval_envs=16),
             task_bc={"lift": BCStage(demo_episodes=100)}, headline_only=True,
+        ),
+        Suite(
+            "sim-recipe", "issue 17: OGPO+CA and DPPO on robosuite Lift, Can and Adroit door (the authors' task "
+            "definition) from the same clipped BC per (task, seed): the task's default demos (operator-style on "
+            "Lift/Can), BC trained to a flat loss and clipped on a 64-episode ODE confirmation, then the simulator "
+            "presets (the authors' recipe, docs/algorithm.md 'CPU recipe'): 100k env steps, 64 ODE episodes every 10k, "
+            "3 seeds; on Can also OGPO+ and QC (the CA and partial-finetuning claims)",
+            tasks=("lift", "can", "door"), seeds=(0, 1, 2), algorithms=("ogpo-plus-ca", "dppo"),
+            task_algorithms={"can": ("ogpo-plus", "qc")},
+            budget=Budget(vectorization="sync", ckpt_every=10_000),
+            bc=BCStage(demo_episodes=100, demo_noise=None, demo_style=None), headline_only=True,
         ),
         Suite(
             "paper", "paper size (4x512, G=32, M=10) and budgets (algorithm_reference §1.7): 2M env steps "

@@ -30,7 +30,8 @@ def _worker_bc(spec: dict) -> None:
     if not demos.exists():
         task = get_task(spec["task"])
         print(f"generating {spec['demo_episodes']} demos -> {demos}", file=sys.stderr)
-        write_demos(demos, task.generate(spec["demo_episodes"], spec["seed"], spec["demo_noise"]), task.meta())
+        style = spec.get("demo_style", "clean")  # specs written before demo styles existed: the clean expert
+        write_demos(demos, task.demos(spec["demo_episodes"], spec["seed"], spec["demo_noise"], style), task.meta())
     cfg = bc_preset(spec["task"], spec["size"], str(demos), seed=spec["seed"], out_dir=str(bc_dir.parent),
                     run_name=bc_dir.name, threads=spec["threads"], **spec["overrides"])
     _, res = pretrain(cfg)

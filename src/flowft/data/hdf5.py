@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -27,6 +27,8 @@ class DemoDataset:
     episode_ends: np.ndarray  # [E] exclusive end index of each episode
     episode_success: np.ndarray  # [E] bool
     env_meta: dict
+    demo_meta: dict = field(default_factory=dict)
+    """How the demos were made (`data.attrs["demo_style"]`: style, its parameters, expert success), if recorded."""
 
     @property
     def num_episodes(self) -> int:
@@ -71,7 +73,10 @@ class EpisodeCollector:
 
 def write_demos(path: str | os.PathLike, episodes: list[dict], env_meta: dict) -> None:
     """Write episodes ({"obs": {key: [T, k]}, "actions": [T, Da], "rewards": [T], "dones": [T], "success": bool})
-    atomically (temp file + rename), so an interrupted run never leaves a half-written dataset at `path`."""
+    atomically (temp file + rename), so an interrupted run never leaves a half-written dataset at `path`.
+    Optional episode keys (robosuite experts): "style" (the generator's style and parameters, the same for every
+    episode: written once as data.attrs["demo_style"] with the expert success rate) and "perturbation" (that
+    episode's draws: data/demo_i.attrs["perturbation"]), both as JSON."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -87,9 +92,15 @@ def write_demos(path: str | os.PathLike, episodes: list[dict], env_meta: dict) -
             g.create_dataset("dones", data=np.asarray(ep["dones"], np.int64))
             g.attrs["num_samples"] = len(ep["actions"])
             g.attrs["success"] = bool(ep["success"])
+            if "perturbation" in ep:
+                g.attrs["perturbation"] = json.dumps(ep["perturbation"])
             total += len(ep["actions"])
         data.attrs["total"] = total
         data.attrs["env_args"] = json.dumps(env_meta)
+        if episodes and "style" in episodes[0]:
+            rate = sum(bool(e["success"]) for e in episodes) / len(episodes)
+            data.attrs["demo_style"] = json.dumps({**episodes[0]["style"], "episodes": len(episodes),
+                                                   "expert_success": rate})
     os.replace(tmp, path)
 
 
@@ -108,6 +119,7 @@ def read_demos(path: str | os.PathLike, obs_keys: list[str] | None = None, only_
             raise ValueError(f"{path}: missing group 'data' (expected robomimic layout data/demo_i/...)")
         data = f["data"]
         meta = json.loads(data.attrs["env_args"]) if "env_args" in data.attrs else {}
+        demo_meta = json.loads(data.attrs["demo_style"]) if "demo_style" in data.attrs else {}
         names = _demo_order(data.keys())
         if not names:
             raise ValueError(f"{path}: group 'data' holds no demos")
@@ -135,7 +147,9 @@ def read_demos(path: str | os.PathLike, obs_keys: list[str] | None = None, only_
                                  f"earlier demos have {dims[0]}/{dims[1]}")
             if eps.add(o, a, r, ok):
                 break
-    return eps.build(path, {**meta, "obs_keys": list(keys)})
+    ds = eps.build(path, {**meta, "obs_keys": list(keys)})
+    ds.demo_meta = demo_meta
+    return ds
 
 
 def load_demos(path: str, fmt: str = "auto", **kw) -> DemoDataset:

@@ -6,7 +6,9 @@ robosuite observation dict and a few env attributes), driving the OSC_POSE actio
 a yaw servo (Square only, zero otherwise), ``a[6] = -1`` open / ``+1`` close, sequenced
 by a small phase machine. Recipes follow ``shared/docs/simulators_and_data.md`` §4a/§7.1.
 
-Demos are "ph-like": unimodal and near-optimal. They are *not* the robomimic human data.
+Demos are "ph-like": unimodal and near-optimal (``style="clean"``). ``style="operator"``
+(operator_noise.py) perturbs the expert per episode and adds correlated noise, pauses and
+ramped gripper commands. Neither is the robomimic human data.
 
 Usage::
 
@@ -23,19 +25,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .operator_noise import (STYLES, TASK_PROFILES, ExpertParams, OperatorLayer, OperatorNoise, draw_episode,
+                             episode_rng)
+from .operator_noise import quat_xyzw_to_mat as _quat_xyzw_to_mat
 from .robosuite_tasks import TASKS, RobosuiteEnv, env_metadata
 
-__all__ = [
-    "EXPERT_TASKS",
-    "LiftExpert",
-    "CanExpert",
-    "SquareExpert",
-    "make_expert",
-    "rollout_expert",
-    "generate_episodes",
-    "env_metadata",
-    "OBS_META",
-]
+__all__ = ["EXPERT_TASKS", "LiftExpert", "CanExpert", "SquareExpert", "make_expert", "rollout_expert",
+           "generate_episodes", "env_metadata", "OBS_META"]
 
 EXPERT_TASKS = ("lift", "can", "square")
 
@@ -43,11 +39,6 @@ EXPERT_TASKS = ("lift", "can", "square")
 def OBS_META(task: str) -> dict[str, Any]:  # noqa: N802 - name requested by the integrator
     """Alias of :func:`flowft.envs.robosuite_tasks.env_metadata` (JSON-able)."""
     return env_metadata(task)
-
-
-# --------------------------------------------------------------------------------------
-# small helpers
-# --------------------------------------------------------------------------------------
 
 
 def _move(eef: np.ndarray, target: np.ndarray, grip: float, dyaw: float = 0.0, gain: float = 10.0) -> np.ndarray:
@@ -64,30 +55,18 @@ def _wrap(x: float, half_period: float) -> float:
     return (x + half_period) % p - half_period
 
 
-def _quat_xyzw_to_mat(q: np.ndarray) -> np.ndarray:
-    x, y, z, w = (float(v) for v in q)
-    n = x * x + y * y + z * z + w * w
-    s = 2.0 / n if n > 0 else 0.0
-    xx, yy, zz = x * x * s, y * y * s, z * z * s
-    xy, xz, yz = x * y * s, x * z * s, y * z * s
-    wx, wy, wz = w * x * s, w * y * s, w * z * s
-    return np.array(
-        [
-            [1.0 - (yy + zz), xy - wz, xz + wy],
-            [xy + wz, 1.0 - (xx + zz), yz - wx],
-            [xz - wy, yz + wx, 1.0 - (xx + yy)],
-        ]
-    )
-
-
 OPEN, CLOSE = -1.0, 1.0
 
 
 class _PhaseExpert:
     """Phase machine base: ``act(env)`` returns a 7-D action in [-1, 1]."""
 
-    def __init__(self) -> None:
+    def __init__(self, params: ExpertParams | None = None) -> None:
+        self.params = params or ExpertParams()  # per-episode strategy (operator style); defaults = clean
         self.reset()
+
+    def _mv(self, eef: np.ndarray, target: np.ndarray, grip: float) -> np.ndarray:
+        return _move(eef, target, grip, gain=self.params.gain)
 
     def reset(self) -> None:
         self.phase = 0
@@ -113,23 +92,23 @@ class LiftExpert(_PhaseExpert):
 
     def act(self, env: RobosuiteEnv) -> np.ndarray:
         o = env.obs_dict()
-        eef, cube = o["robot0_eef_pos"], o["cube_pos"]
+        eef, cube, p = o["robot0_eef_pos"], o["cube_pos"], self.params
         self.k += 1
         if self.phase == 0:
-            tgt = cube + [0, 0, 0.08]
-            if np.linalg.norm(tgt - eef) < 0.01:
+            tgt = cube + [0, 0, 0.08 * p.hover_scale]
+            if np.linalg.norm(tgt - eef) < p.arrive_tol or self.k > 60:  # timeout: a shaky operator never settles
                 self._next()
-            return _move(eef, tgt, OPEN)
+            return self._mv(eef, tgt, OPEN)
         if self.phase == 1:
-            tgt = cube + [0, 0, -0.005]
+            tgt = cube + [0, 0, -0.005] + p.grasp_offset
             if np.linalg.norm(tgt - eef) < 0.008 or self.k > 40:
                 self._next(anchor=eef)
-            return _move(eef, tgt, OPEN)
+            return self._mv(eef, tgt, OPEN)
         if self.phase == 2:
-            if self.k >= 8:
+            if self.k >= 8 + p.close_extra:
                 self._next(anchor=self.anchor + [0, 0, 0.1])
-            return _move(eef, self.anchor, CLOSE)
-        return _move(eef, self.anchor, CLOSE)
+            return self._mv(eef, self.anchor, CLOSE)
+        return self._mv(eef, self.anchor, CLOSE)
 
 
 # --------------------------------------------------------------------------------------
@@ -143,44 +122,44 @@ class CanExpert(_PhaseExpert):
     def act(self, env: RobosuiteEnv) -> np.ndarray:
         o = env.obs_dict()
         rs = env.rs_env
-        eef, can = o["robot0_eef_pos"], o["Can_pos"]
+        eef, can, p = o["robot0_eef_pos"], o["Can_pos"], self.params
         goal = np.asarray(rs.target_bin_placements[rs.object_to_id["can"]], dtype=float)
         self.k += 1
         if self.phase == 0:  # above the can
-            tgt = can + [0, 0, 0.10]
-            if np.linalg.norm(tgt - eef) < 0.01:
+            tgt = can + [0, 0, 0.10 * p.hover_scale]
+            if np.linalg.norm(tgt - eef) < p.arrive_tol or self.k > 60:  # timeouts: a shaky operator never settles
                 self._next()
-            return _move(eef, tgt, OPEN)
+            return self._mv(eef, tgt, OPEN)
         if self.phase == 1:  # descend (timeout: fingers hit the bin floor at z ~ 0.87)
-            tgt = can + [0, 0, 0.005]
+            tgt = can + [0, 0, 0.005] + p.grasp_offset
             if np.linalg.norm(tgt - eef) < 0.012 or self.k >= 40:
                 self._next(anchor=eef)
-            return _move(eef, tgt, OPEN)
+            return self._mv(eef, tgt, OPEN)
         if self.phase == 2:  # close
-            a = _move(eef, self.anchor, CLOSE)
-            if self.k >= 10:
+            a = self._mv(eef, self.anchor, CLOSE)
+            if self.k >= 10 + p.close_extra:
                 self._next()
             return a
         if self.phase == 3:  # lift
             tgt = np.array([eef[0], eef[1], goal[2] + 0.20])
-            if abs(tgt[2] - eef[2]) < 0.01:
+            if abs(tgt[2] - eef[2]) < 0.01 or self.k > 40:
                 self._next()
-            return _move(eef, tgt, CLOSE)
+            return self._mv(eef, tgt, CLOSE)
         if self.phase == 4:  # carry over the goal
             tgt = np.array([goal[0], goal[1], goal[2] + 0.20])
-            if np.linalg.norm((tgt - eef)[:2]) < 0.01:
+            if np.linalg.norm((tgt - eef)[:2]) < p.arrive_tol or self.k > 80:
                 self._next()
-            return _move(eef, tgt, CLOSE)
+            return self._mv(eef, tgt, CLOSE)
         if self.phase == 5:  # lower
             tgt = np.array([goal[0], goal[1], goal[2] + 0.10])
             if np.linalg.norm(tgt - eef) < 0.01 or self.k >= 40:
                 self._next(anchor=eef)
-            return _move(eef, tgt, CLOSE)
+            return self._mv(eef, tgt, CLOSE)
         if self.phase == 6:  # open
             if self.k >= 5:
                 self._next(anchor=self.anchor + [0, 0, 0.05])
-            return _move(eef, self.anchor, OPEN)
-        return _move(eef, self.anchor, OPEN)  # retreat up (success needs the gripper away)
+            return self._mv(eef, self.anchor, OPEN)
+        return self._mv(eef, self.anchor, OPEN)  # retreat up (success needs the gripper away)
 
 
 # --------------------------------------------------------------------------------------
@@ -305,11 +284,13 @@ def rollout_expert(
     seed: int | None,
     action_noise: float = 0.0,
     noise_rng: np.random.Generator | None = None,
+    operator: OperatorLayer | None = None,
 ) -> dict[str, Any]:
     """One episode of ``expert`` on ``env`` (reset with ``seed``); returns an episode dict.
 
-    ``action_noise`` is the std of Gaussian noise added to every action (then clipped to
-    [-1, 1]); the *executed* (noisy) action is recorded.
+    ``operator`` (operator style) turns the expert's actions into an operator's (operator_noise.py);
+    ``action_noise`` is the std of i.i.d. Gaussian noise added on top (then clipped to [-1, 1]).
+    The *executed* (noisy) action is recorded.
     """
     if action_noise > 0 and noise_rng is None:
         noise_rng = np.random.default_rng(seed)
@@ -322,7 +303,10 @@ def rollout_expert(
     while True:
         for k, v in env.low_dim_obs().items():
             obs_buf[k].append(v)
-        a = expert.act(env)
+        if operator is not None:
+            a = operator.act(lambda: expert.act(env), env.obs_dict()["robot0_eef_quat"])
+        else:
+            a = expert.act(env)
         if action_noise > 0:
             a = a + action_noise * noise_rng.standard_normal(a.shape)
         a = np.clip(a, -1.0, 1.0).astype(np.float32)
@@ -350,17 +334,29 @@ def generate_episodes(
     progress: bool = False,
     env: RobosuiteEnv | None = None,
     callback: Callable[[int, dict], None] | None = None,
+    style: str = "clean",
+    profile: OperatorNoise | None = None,
 ) -> list[dict]:
     """Roll out the scripted expert for ``n`` episodes (failed ones included, flagged).
 
     Episode ``i`` resets with a seed drawn from ``np.random.SeedSequence(seed)``, so
-    different ``seed`` values give disjoint, reproducible initial states. Each episode:
+    different ``seed`` values give disjoint, reproducible initial states. ``style`` is
+    ``clean`` (the scripted expert + ``action_noise``) or ``operator`` (per-episode expert
+    draws and operator noise from ``profile``, default ``OperatorNoise()``, seeded by
+    (seed, i); ``action_noise`` adds i.i.d. noise on top). Each episode:
     ``{"obs": {key: [T, dim] float32}, "actions": [T, Da] float32, "rewards": [T] float32,
-    "dones": [T] bool (True at the last step iff terminated by success), "success": bool}``;
+    "dones": [T] bool (True at the last step iff terminated by success), "success": bool,
+    "style": {style, action_noise, params}, "perturbation": per-episode draws (operator)}``;
     ``obs[key][t]`` is the observation before ``actions[t]``.
     """
     if task not in _EXPERTS:
         raise ValueError(f"no scripted expert for {task!r}; available: {list(_EXPERTS)}")
+    if style not in STYLES:
+        raise ValueError(f"unknown demo style {style!r}; available: {STYLES}")
+    profile = profile or TASK_PROFILES.get(task, OperatorNoise())
+    meta = {"style": style, "action_noise": float(action_noise)}
+    if style == "operator":
+        meta["params"] = profile.metadata()
     own_env = env is None
     if env is None:
         env = RobosuiteEnv(task)
@@ -368,42 +364,39 @@ def generate_episodes(
         raise ValueError(f"env is for task {env.task!r}, not {task!r}")
     ep_seeds = np.random.SeedSequence(seed).generate_state(max(n, 1), dtype=np.uint32)[:n]
     noise_rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
-    expert = make_expert(task)
     episodes: list[dict] = []
     t0 = time.perf_counter()
     try:
         for i, s in enumerate(ep_seeds):
-            ep = rollout_expert(env, expert, int(s), action_noise=action_noise, noise_rng=noise_rng)
+            expert, operator, extra = make_expert(task), None, {}
+            if style == "operator":
+                rng = episode_rng(seed, i)
+                draw = draw_episode(profile, rng)
+                # Square's expert has its own constants and yaw servo: only the action-level noise applies
+                expert = _EXPERTS[task](draw.expert if task != "square" else None)
+                operator = OperatorLayer(profile, draw, rng, yaw_free=task == "square")
+                extra = {"perturbation": draw.metadata()}
+            ep = {**rollout_expert(env, expert, int(s), action_noise, noise_rng, operator), "style": meta, **extra}
             episodes.append(ep)
             if callback is not None:
                 callback(i, ep)
             if progress:
                 n_ok = sum(e["success"] for e in episodes)
-                print(
-                    f"[{task}] episode {i + 1}/{n}: len={len(ep['actions'])} success={ep['success']} "
-                    f"(total {n_ok}/{i + 1}, {time.perf_counter() - t0:.1f}s)",
-                    flush=True,
-                )
+                print(f"[{task}] episode {i + 1}/{n}: len={len(ep['actions'])} success={ep['success']} "
+                      f"(total {n_ok}/{i + 1}, {time.perf_counter() - t0:.1f}s)", flush=True)
     finally:
         if own_env:
             env.close()
     return episodes
 
 
-if __name__ == "__main__":  # python -m flowft.envs.robosuite_experts TASK N [SEED] [NOISE]
+if __name__ == "__main__":  # python -m flowft.envs.robosuite_experts TASK N [SEED] [NOISE] [STYLE]
     import sys
 
-    _task = sys.argv[1] if len(sys.argv) > 1 else "lift"
-    _n = int(sys.argv[2]) if len(sys.argv) > 2 else 10
-    _seed = int(sys.argv[3]) if len(sys.argv) > 3 else 0
-    _noise = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
+    _a = sys.argv[1:] + [None] * 5
+    _task, _n, _seed = _a[0] or "lift", int(_a[1] or 10), int(_a[2] or 0)
     _t = time.perf_counter()
-    _eps = generate_episodes(_task, _n, _seed, action_noise=_noise, progress=True)
-    _dt = time.perf_counter() - _t
-    _ok = sum(e["success"] for e in _eps)
-    _lens = [len(e["actions"]) for e in _eps]
-    print(
-        f"{_task}: success {_ok}/{_n}; mean length {np.mean(_lens):.1f}; "
-        f"{_dt:.1f}s total, {_dt / max(_n, 1):.2f}s/episode; {sum(_lens)} transitions"
-    )
-    assert TASKS[_task].obs_dim == sum(v.shape[1] for v in _eps[0]["obs"].values())
+    _eps = generate_episodes(_task, _n, _seed, float(_a[3] or 0.0), progress=True, style=_a[4] or "clean")
+    _dt, _lens = time.perf_counter() - _t, [len(e["actions"]) for e in _eps]
+    print(f"{_task}: success {sum(e['success'] for e in _eps)}/{_n}; mean length {np.mean(_lens):.1f}; "
+          f"{_dt:.1f}s total, {_dt / max(_n, 1):.2f}s/episode; {sum(_lens)} transitions")
