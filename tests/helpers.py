@@ -11,6 +11,22 @@ from flowft.presets import bc_preset, train_preset
 from flowft.registry import get_task
 
 
+def random_buffer():
+    """A replay buffer of 200 steps x 2 envs of random data (obs 6, action 2, H = 4) with episode ends and successes:
+    enough for OGPO updates built by hand (tests of the update's numerics, not of learning)."""
+    import numpy as np
+
+    from flowft.data.buffer import ReplayBuffer
+
+    rng = np.random.default_rng(0)
+    buf = ReplayBuffer(2, 2000, 6, 2, 4, seed=0)
+    for t in range(200):
+        d = np.array([t % 20 == 19, t % 30 == 29])
+        buf.add_batch(rng.standard_normal((2, 6)), rng.uniform(-1, 1, (2, 2)), -np.ones(2), d, np.zeros(2, bool),
+                      rng.standard_normal((2, 6)), d)
+    return buf
+
+
 def make_bc_checkpoint(root: Path, steps: int = 300, clip: bool = False, **kw) -> Path:
     task = get_task("toy")
     demos = root / "toy.hdf5"

@@ -14,7 +14,7 @@ from flowft.algos.ogpo import OGPO
 from flowft.data.buffer import ReplayBuffer
 from flowft.presets import ogpo_config
 from flowft.train import fastpath
-from helpers import final_weights, full_and_resumed_runs, make_bc_checkpoint, tiny_train_config
+from helpers import final_weights, full_and_resumed_runs, make_bc_checkpoint, random_buffer, tiny_train_config
 
 UPDATES = 5
 
@@ -29,16 +29,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 ATOL = 1e-5  # fp32: compiled vs eager weights after UPDATES updates (measured 1.2e-7: fusion reorders float sums)
-
-
-def toy_buffer(device="cpu") -> ReplayBuffer:
-    rng = np.random.default_rng(0)
-    buf = ReplayBuffer(2, 2000, 6, 2, 4, seed=0)
-    for t in range(200):
-        d = np.array([t % 20 == 19, t % 30 == 29])
-        buf.add_batch(rng.standard_normal((2, 6)), rng.uniform(-1, 1, (2, 2)), -np.ones(2), d, np.zeros(2, bool),
-                      rng.standard_normal((2, 6)), d)
-    return buf
 
 
 def make_algo(compile: bool, precision: str = "fp32", device: str = "cpu") -> OGPO:
@@ -64,7 +54,7 @@ def run_updates(algo: OGPO, buf: ReplayBuffer, n: int = UPDATES) -> list[dict]:
 @pytest.fixture(scope="module")
 def eager_run():
     algo = make_algo(False)
-    return run_updates(algo, toy_buffer()), state(algo)
+    return run_updates(algo, random_buffer()), state(algo)
 
 
 def test_warm_up_compiles_then_restores_everything():
@@ -79,7 +69,7 @@ def test_warm_up_compiles_then_restores_everything():
 def test_compiled_updates_equal_eager_ones(eager_run):
     stats_e, weights_e = eager_run
     fast = make_algo(True)
-    stats_f = run_updates(fast, toy_buffer())
+    stats_f = run_updates(fast, random_buffer())
     weights_f = state(fast)
     assert fast.actor_steps == UPDATES and any(s["actor/pg_loss"] != 0 for s in stats_f)
     for k in weights_e:  # the generators made the same draws: bit-equal states
@@ -102,7 +92,7 @@ def test_compiled_ratio_is_one_at_theta_old_in_every_precision(precision):
     logp = algo.fast.log_prob(algo.actor, S, imagined.chain)
     assert logp.dtype == torch.float32 and imagined.chain.dtype == torch.float32
     assert (logp.detach() - imagined.logp).abs().max() < 1e-5
-    stats = run_updates(algo, toy_buffer(), 2)
+    stats = run_updates(algo, random_buffer(), 2)
     assert stats[0]["actor/ratio_mean"] == pytest.approx(1.0, abs=1e-5) and stats[0]["actor/clip_frac"] == 0.0
     assert all(np.isfinite(list(s.values())).all() for s in stats)
 
@@ -153,7 +143,7 @@ def test_compiled_bf16_overlapped_run_resumes_bit_identically(bc, tmp_path):
 def test_cuda_graphs_fast_path_matches_eager(precision):
     eager, fast = make_algo(False, precision, "cuda"), make_algo(True, precision, "cuda")
     assert fast.fast.mode == "reduce-overhead", "CUDA graphs fell back (see the warning)"
-    buf = toy_buffer()
+    buf = random_buffer()
     stats_e, stats_f = run_updates(eager, buf, 3), run_updates(fast, buf, 3)
     assert stats_f[0]["actor/ratio_mean"] == pytest.approx(1.0, abs=1e-5) and stats_f[0]["actor/clip_frac"] == 0.0
     tol = 1e-4 if precision == "fp32" else 2e-2  # TF32 is off; bf16 rounds differently when fused

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from flowft.algos.ogpo import OGPO
-from flowft.data.buffer import ReplayBuffer
 from flowft.objectives.advantages import advantages, consensus_advantage, group_baseline, vanilla_advantage
 from flowft.objectives.ppo import group_slices, ppo_clip_loss, ratio_stats
 from flowft.presets import ogpo_config
+from helpers import random_buffer
 from flowft.train.fastpath import PRECISIONS
 
 
@@ -73,12 +73,7 @@ def test_ppo_loss_at_ratio_one_is_minus_mean_advantage_and_gradient_is_advantage
 def test_ogpo_ratio_is_one_at_theta_old_in_every_precision(precision):
     """The first update starts with actor = EMA actor: the old log-probs (imagined, --run.precision) and the new
     teacher-forced ones must agree, so every chain's ratio is 1 and nothing is clipped (compiled: test_fastpath)."""
-    rng = np.random.default_rng(0)
-    buf = ReplayBuffer(2, 2000, 6, 2, 4, seed=0)
-    for t in range(200):
-        d = np.array([t % 20 == 19, t % 30 == 29])
-        buf.add_batch(rng.standard_normal((2, 6)), rng.uniform(-1, 1, (2, 2)), -np.ones(2), d, np.zeros(2, bool),
-                      rng.standard_normal((2, 6)), d)
+    buf = random_buffer()
     cfg = dataclasses.replace(ogpo_config("ogpo-plus-ca", "toy", "tiny"), critic_warmup=0)
     algo = OGPO(cfg, 6, 2, 4, torch.device("cpu"), seed=0)
     algo.enable_fast_path(False, precision)
@@ -116,12 +111,7 @@ def test_group_slices_truth_table(G, B, mbc, device, expected):
 
 def test_micro_batched_ogpo_update_equals_the_one_slice_update():
     """The PPO loss is a mean over independent chains: accumulating it over slices gives the same step."""
-    rng = np.random.default_rng(0)
-    buf = ReplayBuffer(2, 2000, 6, 2, 4, seed=0)
-    for t in range(200):
-        d = np.array([t % 20 == 19, t % 30 == 29])
-        buf.add_batch(rng.standard_normal((2, 6)), rng.uniform(-1, 1, (2, 2)), -np.ones(2), d, np.zeros(2, bool),
-                      rng.standard_normal((2, 6)), d)
+    buf = random_buffer()
     base = dataclasses.replace(ogpo_config("ogpo-plus", "toy", "tiny"), critic_warmup=0)
     params = {}
     for mbc in (0, 128):  # G=8, B=64: one slice of 512 chains vs four of 128
@@ -138,12 +128,7 @@ def test_micro_batched_ogpo_update_equals_the_one_slice_update():
 def test_actor_lr_warmup_starts_at_the_actors_first_update_not_at_grad_step_zero():
     """The critic-only warm-up must not use up the actor's lr warm-up: the first actor step runs at the floor lr
     (the schedule's start), the lr climbs over `lr_warmup` actor steps, and the clock survives a checkpoint."""
-    rng = np.random.default_rng(0)
-    buf = ReplayBuffer(2, 2000, 6, 2, 4, seed=0)
-    for t in range(200):
-        d = np.array([t % 20 == 19, t % 30 == 29])
-        buf.add_batch(rng.standard_normal((2, 6)), rng.uniform(-1, 1, (2, 2)), -np.ones(2), d, np.zeros(2, bool),
-                      rng.standard_normal((2, 6)), d)
+    buf = random_buffer()
     cfg = dataclasses.replace(ogpo_config("ogpo-plus", "toy", "tiny"), critic_warmup=3, lr_warmup=4, lr_cycle=100,
                               actor_lr=1e-3, actor_lr_floor=1e-4, grad_diag_every=0)
     algo = OGPO(cfg, 6, 2, 4, torch.device("cpu"), seed=0)

@@ -12,7 +12,8 @@ from flowft.quickstart import QUICKSTART, QuickstartArgs, check_simulator
 def test_default_task_is_lift_with_a_short_budget():
     assert QuickstartArgs().task == "lift"
     run = train_preset("ogpo-plus-ca", "lift", "tiny", **QUICKSTART["lift"]["run"]).run
-    assert run.env_steps <= 12_000 and run.env_steps // run.eval_every == 2  # evals at 0, halfway, end
+    # 40k: the Lift recipe sweep passed 0.9 by 30k-40k (docs/results.md section 8); evals at 0, halfway, end
+    assert run.env_steps == 40_000 and run.env_steps // run.eval_every == 2
     # the clip gate is the finetuning run's own step-0 rollout sampler (one SDE sample on simulator presets)
     assert train_preset("ogpo-plus-ca", "lift", "tiny").algo.best_of_n == 1
     # issue 17: the clip is decided on a 64-episode confirmation of the ODE policy (the one every run reports at

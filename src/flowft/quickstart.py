@@ -17,10 +17,11 @@ from typing import Literal
 from flowft.presets import bc_preset, train_preset
 
 # Per-task quickstart budget on top of the presets (BC_DEFAULTS / RUN_DEFAULTS): demo count and run overrides.
-# Lift: one evaluation at the start, one halfway and one at the end (each 2 samplers x 32 episodes is the
-# dominant cost on robosuite), 12k env steps = 1000 critic-only updates then ~1500 actor updates (docs/tasks.md).
-# 12 operator-style demos (~10 successful): trained to a flat loss, BC lands at 0.4-0.5 ODE success; with 20 it
-# reaches 0.7-0.98, above the paper's <= 50 % start (docs/tasks.md "Demonstrations and the BC gate").
+# Lift: one evaluation at the start, one halfway and one at the end (evaluation is a large share of the cost on
+# robosuite).
+# 12 operator-style demos (~10 successful): trained to a flat loss, BC's ODE success sits at 0.2-0.45 (saved at
+# 0.28 on 64 episodes); 20 demos (OU std 0.10) reach 0.7-0.98, far above the paper's <= 50 % start (docs/tasks.md
+# "Demonstrations and the BC gate").
 QUICKSTART: dict[str, dict] = {
     "toy": {"demo_episodes": 200, "run": {}},
     # 40k env steps: with the simulator presets OGPO+CA's ODE policy passed 0.9 by 30k-40k in the Lift recipe sweep

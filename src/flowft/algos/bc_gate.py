@@ -13,7 +13,6 @@ is exactly the confirmed weights.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import deque
 from typing import Callable
@@ -60,7 +59,7 @@ Evaluate = Callable[[str, int], dict]
 
 
 def _snapshot(module: torch.nn.Module) -> dict:
-    return copy.deepcopy({k: v.detach().clone() for k, v in module.state_dict().items()})
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
 class ClipGate:

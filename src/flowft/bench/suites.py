@@ -185,6 +185,10 @@ SUITES: dict[str, Suite] = {
             task_algorithms={"can": ("ogpo-plus", "qc")},
             budget=Budget(vectorization="sync", ckpt_every=10_000),
             bc=BCStage(demo_episodes=100, demo_noise=None, demo_style=None), headline_only=True,
+            # operator-style demos: BC at a flat loss lands near or below the clip with these counts (docs/tasks.md:
+            # Lift 12 -> 0.28, Can 20 -> 0.16 ODE success on 64 episodes, seed 0)
+            task_bc={"lift": BCStage(demo_episodes=12, demo_noise=None, demo_style=None),
+                     "can": BCStage(demo_episodes=20, demo_noise=None, demo_style=None)},
         ),
         Suite(
             "paper", "paper size (4x512, G=32, M=10) and budgets (algorithm_reference §1.7): 2M env steps "
