@@ -167,6 +167,9 @@ BC_DEFAULTS: dict[str, dict] = {
     "can": {"steps": 15_000, "eval_every": 1_000, "min_steps": 5_000, "plateau_window": 1_000, **_CLIP16},
     # not re-measured with the confirmed gate (first-check measurements: door 3750, hammer 1250, pen 1500)
     **{t: {"steps": 10_000, "eval_every": 250, **_CLIP16} for t in ("door", "hammer", "pen")},
+    # the committed 12k door results' BC (first-check gate on one SDE sample, 16 episodes; superseded)
+    **{t: {"steps": 10_000, "eval_every": 250, "eval_episodes": 16, "eval_envs": 8, "clip_sampler": "sde",
+           "gate": "first-check"} for t in LEGACY_TASKS if t != "relocate-terminate"},
     # relocate: --size mid on noise-free demos clips at 10k steps (0.50); tiny plateaus below 0.1 (docs/tasks.md)
     "relocate": {"steps": 30_000, "eval_every": 1_000, **_CLIP16},
     # square: --size mid on 100 noise-free demos reached 0.00-0.38 (SDE) over 50k steps, not clipped (docs/tasks.md)
