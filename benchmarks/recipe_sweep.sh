@@ -14,7 +14,8 @@ mkdir -p "$OUT/lift"
 DEMOS=$OUT/lift/demos-s$SEED-n50.hdf5; BC=$OUT/lift/bc/s$SEED
 [ -f "$DEMOS" ] || flowft demos --env lift --episodes 50 --seed "$SEED" --action-noise 0.1 --style clean --out "$DEMOS"
 [ -f "$BC/checkpoint/model.safetensors" ] || flowft pretrain --task lift --size tiny --demos "$DEMOS" --seed "$SEED" \
-    --gate first-check --out-dir "$OUT/lift/bc" --run-name "s$SEED"
+    --gate first-check --clip-sampler sde --steps 2000 --eval-every 50 --eval-episodes 16 --eval-envs 8 \
+    --out-dir "$OUT/lift/bc" --run-name "s$SEED"  # the BC preset of 8b2d5ae (first 16-episode SDE check >= 0.45)
 cell() {  # cell LABEL FLAGS...: train (or resume) one arm
   local dir=$OUT/lift/$1/s$SEED; shift
   if [ -n "$(ls "$dir/checkpoints" 2>/dev/null)" ]; then flowft resume "$dir"; else
