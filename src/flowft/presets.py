@@ -58,26 +58,30 @@ def ogpo_config(variant: str, task: str, size: Size) -> OGPOConfig:
     if spec.extra and task not in LEGACY_TASKS:  # simulator tasks: the authors' recipe + measured CPU deviations
         return replace(cfg, critic=replace(cfg.critic, num_heads=SIM_HEADS),
                        **{**SIM_RECIPE, **TASK_RECIPE.get(task, {})})
-    real = LEGACY_SIM_OVERRIDES if spec.extra else {}
+    real = SIM_ACTING if spec.extra else {}
     return replace(cfg, **{**CPU_OVERRIDES, **real, **TASK_OVERRIDES.get(task, {})})
 
+
+# The CPU presets' faster actor and critic (toy, user tasks without a simulator extra, and the simulator recipe below),
+# each a named field
+CPU_OVERRIDES: dict = {
+    "actor_lr": 3e-4, "actor_lr_floor": 1e-4, "lr_warmup": 200, "lr_cycle": 20_000, "critic_lr": 3e-4,
+    "tau_actor": 0.05,  # the EMA old policy follows within ~20 updates, not ~200
+    "drop_partial_chunks": False,  # exact n-step targets for chunks that end in a terminal (short episodes)
+}
+# Best-of-N over a barely trained critic collects worse data than one SDE sample of the BC policy (Lift: 0.16-0.41
+# vs 0.84 success at step 0, docs/tasks.md): simulator tasks act with one SDE sample and the critic trains alone
+# for its first 1000 updates
+SIM_ACTING: dict = {"best_of_n": 1, "critic_warmup": 1000}
 
 # Simulator tasks at the CPU sizes (tiny, mid): the authors' recipe is OGPOConfig's defaults (actor lr 4.5e-5 with a
 # 2k-update warm-up and 50k cosine cycles to 2e-5, critic lr 4.5e-5, tau_actor 0.005, M = 10, learning from 10k env
 # steps). Each deviation below was chosen by a measured run; evidence in docs/algorithm.md "CPU recipe".
 SIM_HEADS = 10  # the authors' M at every size: with 2 heads sign consensus is nearly vanilla (recipe audit)
-SIM_RECIPE: dict = {
-    # Lift recipe sweep (50k env steps, docs/results.md section 8): these faster steps (actor 3e-4 -> 1e-4 over
-    # 20k-update cycles, EMA 0.05, critic 3e-4, learning from 2k env steps after 1000 critic-only updates) took seed 1
-    # from ODE 0.48 to 0.94 where the authors' values ended at 0.58; seed 0 went 0.38 -> 0.97
-    "actor_lr": 3e-4, "actor_lr_floor": 1e-4, "lr_warmup": 200, "lr_cycle": 20_000, "critic_lr": 3e-4,
-    "tau_actor": 0.05, "critic_warmup": 1000,
-    # Best-of-N over a barely trained critic collects worse data than one SDE sample of the BC policy
-    # (Lift: 0.16-0.41 vs 0.84 success at step 0, docs/tasks.md); the actor's data is its own SDE samples
-    "best_of_n": 1,
-    # exact n-step targets for chunks that end in a terminal (the authors drop them), as in the sweep
-    "drop_partial_chunks": False,
-}
+# Lift recipe sweep (50k env steps, docs/results.md section 8): the CPU presets' faster steps with M = 10 (learning
+# from 2k env steps, RUN_DEFAULTS) took seed 1 from ODE 0.48 to 0.94 where the authors' values ended at 0.58; seed 0
+# went 0.38 -> 0.97
+SIM_RECIPE: dict = {**CPU_OVERRIDES, **SIM_ACTING}
 _AUTHORS_ACTOR = {"actor_lr": 4.5e-5, "actor_lr_floor": 2e-5, "lr_warmup": 2000, "lr_cycle": 50_000}
 TASK_RECIPE: dict[str, dict] = {
     # Can: the authors' actor steps and EMA fell less than the fast ones on both seeds of the 12k diagnostic
@@ -87,17 +91,8 @@ TASK_RECIPE: dict[str, dict] = {
     **{t: {**_AUTHORS_ACTOR, "tau_actor": 0.05} for t in ("door", "hammer", "pen", "relocate")},
 }
 # Tasks whose CPU presets stay those of the committed 12k-step results (docs/results.md, superseded): Adroit's
-# earlier -1/0 terminate-on-success definition.
+# earlier -1/0 terminate-on-success definition (M = 2 at tiny; TASK_OVERRIDES below)
 LEGACY_TASKS = ("door-terminate", "hammer-terminate", "pen-terminate", "relocate-terminate")
-
-# The earlier CPU presets (toy, user tasks without a simulator extra, the LEGACY_TASKS): faster actor and critic
-# for 12k-step budgets, each a named field
-CPU_OVERRIDES: dict = {
-    "actor_lr": 3e-4, "actor_lr_floor": 1e-4, "lr_warmup": 200, "lr_cycle": 20_000, "critic_lr": 3e-4,
-    "tau_actor": 0.05,  # the EMA old policy follows within ~20 updates, not ~200
-    "drop_partial_chunks": False,  # exact n-step targets for chunks that end in a terminal (short episodes)
-}
-LEGACY_SIM_OVERRIDES: dict = {"best_of_n": 1, "critic_warmup": 1000}
 TASK_OVERRIDES: dict[str, dict] = {
     # the toy task is a 12-step episode: a wider trust region and a faster critic finish in ~1 minute
     "toy": {"clip_eps": 0.05, "critic_lr": 1e-3},

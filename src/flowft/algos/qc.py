@@ -196,7 +196,7 @@ class QC(Algorithm):
 QC_SIZES = {"tiny": 8, "mid": 16, "paper": 32}  # N per learner size (acfql: 32)
 # CPU budgets: exact n-step targets for short episodes (as the OGPO CPU preset) and a faster target critic
 QC_CPU_OVERRIDES: dict = {"drop_partial_chunks": False, "tau": 0.05}
-# simulator tasks: let the critic learn before it picks chunks or SFT targets (OGPO's SIM_CPU_OVERRIDES reason)
+# simulator tasks: let the critic learn before it picks chunks or SFT targets (OGPO's SIM_ACTING reason)
 QC_SIM_CPU_OVERRIDES: dict = {"bon_after_updates": 1000, "critic_warmup": 1000}
 QC_TASK_OVERRIDES: dict[str, dict] = {"toy": {"critic_lr": 1e-3}}
 
