@@ -39,6 +39,16 @@ if [ -d "$SWEEP" ]; then
   done
 fi
 
+# the honest-start cells of issue 17 (results.md section 9): runs/operator-sweep next to runs/bench, layout
+# <task>/<arm>/s<seed> (BC: <task>/bc/s<seed>); arms stopped by hand carry a STOPPED note and are published as such
+OPS=$(dirname "$SRC")/operator-sweep
+if [ -d "$OPS" ]; then
+  find "$OPS" -name metrics.csv | while read -r m; do
+    d=$(dirname "$m"); rel=${d#"$OPS"/}; copy_run "$d" "$DST/operator-sweep/$rel"
+    for f in STOPPED gate.json; do [ -f "$d/$f" ] && cp "$d/$f" "$DST/operator-sweep/$rel/"; done
+  done
+fi
+
 R=docs/results
 flowft report $DST/cpu-small --label parent --out $R/toy-main --title "Toy: OGPO variants and the baselines" \
     --methods ogpo ogpo-plus ogpo-ca ogpo-plus-ca dppo dsrl qc bon-sft expo residual
@@ -66,6 +76,9 @@ flowft report $DST/cpu-can-door/can/ogpo-plus-ca/s0 $DST/cpu-can-door/can/ogpo-p
 flowft report $DST/recipe-sweep/lift --label parent --out $R/recipe-sweep \
     --title "Lift recipe sweep (50k env steps): OGPO+CA with the fast CPU actor steps (seeds 0, 1) vs the authors' recipe (seed 1), both M = 10" \
     --metrics train/episode_success train/critic/q_mean train/actor/clip_frac train/actor/adv_zero_frac
+flowft report $DST/operator-sweep/lift $DST/operator-sweep/can --label parent --out $R/operator-sweep \
+    --title "Honest starts (operator demos, flat-loss BC, 64-episode ODE gate): OGPO+CA arms on Lift and Can, seed 0" \
+    --metrics train/episode_success train/critic_diag/spearman train/actor/clip_frac
 flowft report $DST/cpu-can-door/door --out $R/door --title "Adroit door: the issue-6 methods, evaluated every 1k env steps"
 python benchmarks/claims.py $DST/cpu-small --switch 2000 --window 4000 --out $R/claims-toy.md \
     --methods ogpo ogpo-ca ogpo-plus ogpo-plus-ca ogpo-plus-ca-min-target ogpo-plus-ca-group-std \

@@ -32,6 +32,25 @@ def test_success_tagging_marks_whole_episode_only_at_its_end():
     assert not buf.success[0, 5:9].any()
 
 
+@pytest.mark.parametrize("N, env", [(1, 0), (3, 1)])
+def test_a_success_after_failed_episodes_tags_only_its_own_episode(N, env):
+    """Episodes of env `env`: 0-3 fails (truncated), 4-6 fails (terminated without success), 7-10 succeeds: only
+    steps 7-10 are tagged, and the success sampler returns only their chunks. The other envs never succeed."""
+    buf = ReplayBuffer(N, 100 * N, 2, 1, 2)
+    ends = {3: ("trunc", False), 6: ("term", False), 10: ("term", True)}
+    for t in range(13):
+        kind, succ = ends.get(t, (None, False))
+        onehot = np.arange(N) == env
+        buf.add_batch(np.full((N, 2), t, np.float32), np.full((N, 1), t, np.float32), -np.ones(N),
+                      onehot & (kind == "term"), onehot & (kind == "trunc"), np.full((N, 2), t + 0.5, np.float32),
+                      onehot & succ)
+    assert np.flatnonzero(buf.success[env, :13]).tolist() == [7, 8, 9, 10]
+    assert buf.num_success_episodes == 1 and not np.delete(buf.success, env, axis=0).any()
+    b = buf.sample(200, success=True)
+    assert set(b.obs[:, 0].tolist()) == {7.0, 8.0, 9.0, 10.0}  # starts 7..10 (chunk 10 runs into step 11)
+    assert buf.finished_episodes(5) == [(env, 0, 4), (env, 4, 7), (env, 7, 11)]
+
+
 def test_chunk_sampling_masks_steps_after_episode_end_and_pads_actions():
     buf = ReplayBuffer(1, 100, 2, 1, 3)
     fill(buf, 10, done_at=(4,))

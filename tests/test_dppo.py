@@ -109,7 +109,7 @@ def _filled_rollout(algo, steps=8, N=4):
 
 def test_ratio_is_one_at_theta_old_and_clip_schedule():
     cfg = DPPOConfig(policy=FlowPolicyConfig(hidden=(32, 32), denoise_steps=5), critic_hidden=(32,), update_epochs=1,
-                     minibatch_size=10_000, critic_warmup_rollouts=0, actor_lr=0.0)
+                     minibatch_size=10_000, critic_warmup_rollouts=0, actor_lr=1e-12)  # ~frozen (lr > 0)
     algo = DPPO(cfg, 6, 2, 4, torch.device("cpu"), 0)
     assert algo.clip[0].item() == pytest.approx(0.001) and algo.clip[-1].item() == pytest.approx(0.01)
     assert torch.all(algo.std >= 0.1)
@@ -123,7 +123,7 @@ def test_ratio_is_one_at_theta_old_and_clip_schedule():
     algo2 = DPPO(replace(cfg, actor_lr=1e-2, update_epochs=5, minibatch_size=50), 6, 2, 4, torch.device("cpu"), 0)
     stats2 = algo2.update_rollout(_filled_rollout(algo2))
     assert stats2["actor/clip_frac"] > 0.0
-    with pytest.raises(ValueError, match="min_std"):
+    with pytest.raises(ValueError, match=r"--algo\.min-std must be a number > 0"):
         DPPO(replace(cfg, min_std=0.0), 6, 2, 4, torch.device("cpu"), 0)
 
 

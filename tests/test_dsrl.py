@@ -132,9 +132,9 @@ def test_distillation_target_is_action_critic_of_ode(bc):
 
 def test_bad_config_is_rejected():
     base = dsrl_config("toy", "tiny")
-    for over, name in (({"variant": "sac"}, "variant"), ({"noise_bound": 0.0}, "noise_bound"),
-                       ({"noise_critic_every": 0}, "noise_critic_every"), ({"tau": 0.0}, "tau")):
-        with pytest.raises(ValueError, match=name):
+    for over, name in (({"variant": "sac"}, "variant"), ({"noise_bound": 0.0}, "noise-bound"),
+                       ({"noise_critic_every": 0}, "noise-critic-every"), ({"tau": 0.0}, "tau")):
+        with pytest.raises(ValueError, match=rf"--algo\.{name} "):
             DSRL(replace(base, **over), DO, DA, H, torch.device("cpu"), 0)
 
 

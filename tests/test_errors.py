@@ -18,6 +18,7 @@ from flowft.train.collector import ChunkCollector
 from flowft.envs.make import make_vec_env
 from flowft.train.loop import Trainer
 from flowft.utils.checkpoint import latest_checkpoint
+from flowft.utils.manifest import write_manifest
 from helpers import make_bc_checkpoint, tiny_train_config
 
 
@@ -75,6 +76,7 @@ def test_bc_checkpoint_for_another_task_or_chunk_size(bc, tmp_path):
     cfg = json.loads((bad / "config.json").read_text())
     cfg["dims"]["chunk_len"] = 8
     (bad / "config.json").write_text(json.dumps(cfg))
+    write_manifest(bad)  # a genuine checkpoint of another chunk size, not a damaged copy
     with pytest.raises(ValueError, match="chunk size"):
         Trainer(tiny_train_config(bad, tmp_path))
 

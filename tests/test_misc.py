@@ -1,4 +1,5 @@
-"""Normaliser round trip, BC clip trigger, success tagging through the real collector, toy env semantics."""
+"""Normaliser round trip, BC clip trigger (inclusive thresholds), success tagging through the real collector, toy env
+semantics."""
 
 import numpy as np
 import pytest
@@ -73,15 +74,98 @@ def test_hdf5_round_trip(tmp_path):
     assert valid[:, 0].all()
 
 
-@pytest.mark.parametrize("threshold, expect_steps, expect_clipped", [(0.0, 20, True), (1.01, 60, False)])
-def test_bc_clip_trigger(tmp_path, threshold, expect_steps, expect_clipped):
+@pytest.mark.parametrize("threshold, expect_steps, expect_clipped", [
+    (0.5, 40, True),     # the check at 40 reads exactly the threshold: >= clips there
+    (0.25, 20, True),    # the first check already reads it
+    (0.55, 80, False),   # never reached: trains all `steps`, not clipped
+])
+def test_bc_first_check_clip_is_inclusive(tmp_path, monkeypatch, threshold, expect_steps, expect_clipped):
+    """First-check gate (the toy preset's) with a scripted evaluator: checks at 20/40/60/80 read 0.25/0.5/0.5/0.375.
+    A strict > would run past 40 for threshold 0.5 and report the run as not clipped."""
+    from flowft.algos import bc as bc_mod
+
+    reads, calls = {20: 0.25, 40: 0.5, 60: 0.5, 80: 0.375}, []
+
+    def scripted(policy, bon, venv, H, cfg, kind, step, device):
+        calls.append((kind, step))
+        return {"success": reads[step], "return": -1.0, "episodes": 8.0}
+
+    monkeypatch.setattr(bc_mod, "_evaluate", scripted)
     task = get_task("toy")
-    write_demos(tmp_path / "d.hdf5", task.generate(20, 0, 0.1), task.meta())
-    cfg = bc_preset("toy", "tiny", str(tmp_path / "d.hdf5"), steps=60, eval_every=20, clip_threshold=threshold,
-                    eval_episodes=8, eval_envs=4, out_dir=str(tmp_path), run_name=f"bc{threshold}")
+    write_demos(tmp_path / "d.hdf5", task.generate(10, 0, 0.1), task.meta())
+    cfg = bc_preset("toy", "tiny", str(tmp_path / "d.hdf5"), steps=80, eval_every=20, clip_threshold=threshold,
+                    eval_episodes=8, eval_envs=2, out_dir=str(tmp_path), run_name=f"bc{threshold}")
+    assert cfg.gate == "first-check"
     ckpt, res = pretrain(cfg)
     assert res["bc/steps"] == expect_steps and res["bc/clipped"] is expect_clipped
+    assert res["eval/success"] == reads[expect_steps] and calls == [("cheap", s) for s in range(20, expect_steps + 1, 20)]
     assert (ckpt / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("cheap, confirmed, stop", [
+    (0.45, 0.45, True),      # cheap check at the threshold triggers; a confirmation at the threshold clips
+    (0.45, 0.5, True),       # a confirmation at the ceiling clips too ([threshold, clip_max] is closed)
+    (0.4375, None, False),   # just below the threshold: no confirmation
+    (0.5, 0.4375, False),    # confirmed below the threshold: go on
+    (0.5, 0.515625, False),  # confirmed above the ceiling, nothing to roll back to: go on
+])
+def test_confirmed_gate_interval_is_closed(cheap, confirmed, stop):
+    from flowft.algos.bc import BCConfig
+    from flowft.algos.bc_gate import ClipGate
+
+    cfg = BCConfig(demos="x.hdf5", plateau_window=2, plateau_tol=0.05, clip_threshold=0.45, clip_max=0.5)
+    calls = []
+
+    def evaluate(kind, step):
+        calls.append(kind)
+        return {"success": cheap if kind == "cheap" else confirmed}
+
+    gate = ClipGate(cfg, torch.nn.Linear(2, 2), evaluate)
+    for x in (0.3,) * 4:
+        gate.plateau.update(x)
+    assert gate.check(10) is stop
+    assert calls == (["cheap"] if confirmed is None else ["cheap", "confirm"])
+    if stop:
+        res = gate.finish(10)
+        assert res["bc/clipped"] and res["bc/confirmed_success"] == confirmed and not res["bc/over_ceiling"]
+
+
+def test_success_tagging_through_the_real_collector():
+    """ToyReachEnv through the real ChunkCollector into the ReplayBuffer, stored as the Trainer stores every step
+    (train/loop.py `_store`): a first episode that runs away from both goals (truncated at the horizon: a failure),
+    then episodes driven by the scripted expert toward a goal (successes). Exactly the steps of the successful
+    episodes are tagged; the failed episode before them is not."""
+    from flowft.data.buffer import ReplayBuffer
+    from flowft.envs.make import make_vec_env, reset_vec_env
+    from flowft.envs.toy import expert_action
+    from flowft.train.collector import ChunkCollector
+
+    task = get_task("toy")
+    H, venv = task.chunk_len, make_vec_env(task, 1)
+    collector = ChunkCollector(venv, H, torch.device("cpu"))
+    buf = ReplayBuffer(1, 400, 6, 2, H)
+    collector.start(reset_vec_env(venv, 0, stream=0))
+    rng, episodes, start = np.random.default_rng(0), [], 0
+
+    def act(obs):  # obs [1, 6] -> chunk [1, H, 2]
+        if not episodes:
+            return torch.tensor([0.0, -1.0]).expand(1, H, 2)  # away from both goals (they lie at y >= 0.35)
+        a = expert_action(obs[0].numpy(), 0, rng, 0.0)
+        return torch.as_tensor(a).expand(1, H, 2)
+
+    for t in range(60):
+        res = collector.step(act)
+        buf.add_batch(res.obs, res.actions, res.rewards, res.terminated, res.truncated, res.next_obs, res.success)
+        for ep in res.finished:
+            episodes.append((start, t + 1, ep["success"]))
+            start = t + 1
+    assert episodes[0] == (0, 12, False) and sum(s for *_, s in episodes[1:]) >= 2, episodes
+    expected = np.zeros(60, bool)
+    for a, b, success in episodes:
+        expected[a:b] = success
+    assert np.array_equal(buf.success[0, :60], expected)
+    assert buf.num_success_episodes == sum(s for *_, s in episodes)
+    venv.close()
 
 
 def test_mlp_time_embedding_is_the_authors_sin_cos_of_raw_t_then_linear_gelu_linear():

@@ -20,9 +20,12 @@ def test_group_baseline_includes_the_sample_itself():
 
 
 def test_vanilla_advantage_hand_computed():
-    # G=2, M=2, B=1: head means per sample = [1.5, 3.5]; baseline 2.5
-    q = torch.tensor([[[1.0], [2.0]], [[3.0], [4.0]]])
-    assert torch.allclose(vanilla_advantage(q), torch.tensor([[-1.0], [1.0]]))
+    # G=2, M=2, B=1, heads that do not differ by a constant (so mean, min and max over heads all differ):
+    # sample 0 reads (0, 4), sample 1 (2, 0): head means (2, 1), baseline 1.5 -> A = (0.5, -0.5)
+    # (min over heads would give (0, 0) -> A = 0; max (4, 2) -> A = +-1)
+    q = torch.tensor([[[0.0], [4.0]], [[2.0], [0.0]]])
+    assert torch.allclose(vanilla_advantage(q), torch.tensor([[0.5], [-0.5]]))
+    assert torch.allclose(advantages(q, "vanilla"), torch.tensor([[0.5], [-0.5]]))
 
 
 @pytest.mark.parametrize(
@@ -36,16 +39,33 @@ def test_vanilla_advantage_hand_computed():
     ],
 )
 def test_conservative_advantage_truth_table(per_head, expected):
-    """Build q so that per-head advantages equal `per_head` for sample 0: sample 1 mirrors it (baseline 0)."""
+    """Build q so that per-head advantages equal `per_head` for sample 0: sample 1 mirrors it, and every head has its
+    own offset, so each head's group baseline is different and non-zero (one shared baseline, or none, would change
+    the signs): Q_m = offset_m +- a_m."""
     a = torch.tensor(per_head)  # [M]
-    q = torch.stack([a, -a]).unsqueeze(-1)  # [G=2, M, B=1]; group mean per head = 0
+    offsets = torch.tensor([-7.0, 2.0, 11.0])
+    q = (torch.stack([a, -a]) + offsets).unsqueeze(-1)  # [G=2, M, B=1]; group mean of head m = offset_m
     assert consensus_advantage(q)[0, 0].item() == pytest.approx(expected)
     assert consensus_advantage(q)[1, 0].item() == pytest.approx(-expected)
+    assert advantages(q, "conservative")[0, 0].item() == pytest.approx(expected)
+
+
+def test_conservative_and_vanilla_differ_when_heads_disagree_and_baselines_are_per_head():
+    """G=3, M=2, B=1. Head 0 reads (0, 2, 4) (baseline 2), head 1 (30, 10, 20) (baseline 20): per-head A =
+    (-2, 0, 2) and (10, -10, 0) -> consensus (0, 0, 0): no sample has all heads agreeing in sign. Vanilla: head
+    means (15, 6, 12), baseline 11 -> (4, -5, 1). A single baseline from the head mean (11) would give per-head
+    (-11, -9, -7) / (19, -1, 9) -> consensus (0, -1, 0)."""
+    q = torch.tensor([[0.0, 30.0], [2.0, 10.0], [4.0, 20.0]]).unsqueeze(-1)
+    assert consensus_advantage(q).squeeze(-1).tolist() == [0.0, 0.0, 0.0]
+    assert vanilla_advantage(q).squeeze(-1).tolist() == [4.0, -5.0, 1.0]
+    # heads agreeing in sign but not in size: the smallest magnitude survives, per sample
+    q = torch.tensor([[0.0, 30.0], [2.0, 10.0], [7.0, 50.0]]).unsqueeze(-1)  # baselines 3, 30: A (-3, -1, 4) / (0, -20, 20)
+    assert consensus_advantage(q).squeeze(-1).tolist() == [0.0, -1.0, 4.0]
 
 
 def test_penultimate_variant_uses_second_extremes():
     a = torch.tensor([-0.2, 0.5, 1.0, 2.0])  # one dissenting head
-    q = torch.stack([a, -a]).unsqueeze(-1)
+    q = (torch.stack([a, -a]) + torch.tensor([5.0, -1.0, 0.0, 3.0])).unsqueeze(-1)  # per-head baselines 5, -1, 0, 3
     assert consensus_advantage(q)[0, 0].item() == 0.0
     assert consensus_advantage(q, penultimate=True)[0, 0].item() == pytest.approx(0.5)
 
@@ -83,15 +103,36 @@ def test_ogpo_ratio_is_one_at_theta_old_in_every_precision(precision):
     assert stats["actor/clip_frac"] == 0.0 and abs(stats["actor/approx_kl"]) < 1e-9
 
 
-def test_ppo_clipping_kills_gradient_outside_trust_region_in_the_advantage_direction():
-    # ratio = e^0.1 > 1.01 with A > 0 -> clipped, no gradient; with A < 0 the unclipped branch is the min
-    logp = torch.tensor([0.1, 0.1], requires_grad=True)
-    loss = ppo_clip_loss(logp, torch.zeros(2), torch.tensor([1.0, -1.0]), clip_eps=0.01)
-    stats = ratio_stats(logp - torch.zeros(2), 0.01)
+@pytest.mark.parametrize("log_ratio, adv, clipped", [
+    (0.1, 1.0, True),     # r = e^0.1 > 1 + eps, A > 0: clipped at 1 + eps, no gradient
+    (0.1, -1.0, False),   # r > 1 + eps, A < 0: the unclipped r A is the min, gradient flows (pessimistic side)
+    (-0.1, -1.0, True),   # r < 1 - eps, A < 0: clipped at 1 - eps, no gradient (the lower bound)
+    (-0.1, 1.0, False),   # r < 1 - eps, A > 0: unclipped, gradient flows
+    (0.005, 1.0, False),  # inside the trust region: both branches equal, gradient r A
+    (-0.005, -1.0, False),
+])
+def test_ppo_clipping_on_both_sides_for_both_signs_of_the_advantage(log_ratio, adv, clipped):
+    """L = -min(r A, clip(r, 1-eps, 1+eps) A), eps = 0.01: the loss value and dL/dlogp = -r A (unclipped) or 0."""
+    eps, r = 0.01, float(np.exp(log_ratio))
+    logp = torch.tensor([log_ratio], requires_grad=True)
+    loss = ppo_clip_loss(logp, torch.zeros(1), torch.tensor([adv]), clip_eps=eps)
     loss.backward()
-    assert logp.grad[0].item() == 0.0
-    assert logp.grad[1].item() == pytest.approx(torch.exp(torch.tensor(0.1)).item() / 2, rel=1e-5)
-    assert stats["clip_frac"] == 1.0
+    expected = -min(r * adv, min(max(r, 1 - eps), 1 + eps) * adv)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert logp.grad.item() == (0.0 if clipped else pytest.approx(-r * adv, rel=1e-5))
+    assert ratio_stats(logp.detach(), eps)["clip_frac"] == float(abs(r - 1) > eps)
+
+
+def test_ppo_loss_is_a_mean_over_chains_and_uses_the_old_logp_as_a_constant():
+    logp = torch.tensor([0.2, -0.3, 0.0], requires_grad=True)
+    old = torch.tensor([0.0, 0.0, 0.1], requires_grad=True)
+    adv = torch.tensor([2.0, -1.0, 3.0])
+    loss = ppo_clip_loss(logp, old, adv, clip_eps=0.5)  # every ratio inside [0.5, 1.5]: loss = -mean(r A)
+    r = torch.exp(logp.detach() - old.detach())
+    assert loss.item() == pytest.approx(-(r * adv).mean().item(), rel=1e-6)
+    loss.backward()
+    assert old.grad is None  # theta_old is not trained through the ratio
+    torch.testing.assert_close(logp.grad, -(r * adv) / 3)
 
 
 @pytest.mark.parametrize("G,B,mbc,device,expected", [
@@ -102,6 +143,8 @@ def test_ppo_clipping_kills_gradient_outside_trust_region_in_the_advantage_direc
     (8, 64, None, "cpu", [8]),           # tiny: 512 chains fit one slice
     (5, 300, 1024, "cpu", [3, 2]),       # uneven: the last slice is shorter
     (4, 2000, 1024, "cpu", [1] * 4),     # B alone above the budget: one member per slice
+    (4, 8, 1, "cpu", [1] * 4),           # a budget of 1 chain: one member per slice (not "one slice")
+    (8, 1, 4, "cpu", [4, 4]),            # B = 1: 4 members per slice
 ])
 def test_group_slices_truth_table(G, B, mbc, device, expected):
     slices = group_slices(G, B, mbc, device)

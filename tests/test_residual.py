@@ -130,9 +130,9 @@ def test_evaluation_never_advances_training_rng():
 
 
 def test_bad_config_is_rejected():
-    with pytest.raises(ValueError, match="residual_scale"):
+    with pytest.raises(ValueError, match="--algo.residual-scale"):
         make(residual_scale=0.0)
-    with pytest.raises(ValueError, match="progressive_updates"):
+    with pytest.raises(ValueError, match="--algo.progressive-updates"):
         make(progressive_updates=-1)
 
 

@@ -21,14 +21,16 @@ USAGE = f"""usage: flowft {{{','.join(VERBS)}}} ...
   pretrain    behaviour cloning with the paper's clip-at-45%-success early stop
   train ALGO  finetune from a BC checkpoint (ALGO: see `flowft info`)
   eval PATH   evaluate a run dir or checkpoint (success, return, length; --video)
-  resume DIR  continue a killed or finished run from its last checkpoint
+  resume DIR  continue a stopped or killed run from its last checkpoint (--env-steps N extends a finished one)
   plot DIRS   learning curves (success vs env steps, mean and 95% interval over seeds)
   report DIRS curves + steps-to-threshold + final success + throughput tables (PNG, CSV, report.md)
   bench SUITE run a benchmark grid (algorithms x tasks x seeds), resumable; `flowft bench --help` lists suites
   info        versions, devices, tasks, algorithms, simulator availability
   quickstart  the main job end to end: demos -> clipped BC -> OGPO -> learning curve
 
-`flowft VERB --help` lists every option of a verb.
+`flowft VERB --help` lists every option of a verb. Errors are one line, `flowft VERB: message`, exit code 2
+(`--debug` or FLOWFT_DEBUG=1: the full traceback). A run stopped by SIGINT / SIGTERM writes a checkpoint and exits
+130 / 143.
 """
 
 
@@ -117,16 +119,42 @@ def cmd_train(argv: list[str]) -> int:
 class ResumeArgs:
     run_dir: tyro.conf.Positional[str]
     """Run directory written by `flowft train`."""
+    env_steps: int | None = None
+    """New env-step budget: extends the run (a finished one too); at least the steps it has already done."""
+    repair_metrics: bool = False
+    """Continue past a damaged metrics.csv with its readable rows (a copy of the damaged file is kept)."""
+
+
+def _run_config(run_dir: Path):
+    """The TrainConfig of a run dir's config.json, or one line naming what is wrong with the dir or the file."""
+    import json
+
+    from flowft.config import load_train_config
+    from flowft.errors import CheckpointError, FlowftError
+    from flowft.train.runguard import require_run_dir
+    from flowft.utils.config_io import read_json
+
+    cfg_file = require_run_dir(run_dir)
+    try:
+        return load_train_config(read_json(cfg_file))
+    except FlowftError:
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{cfg_file}: not a readable run config ({type(err).__name__}: {err})") from None
 
 
 def cmd_resume(argv: list[str]) -> int:
-    from flowft.config import load_train_config
-    from flowft.train.loop import Trainer
-    from flowft.utils.config_io import read_json
+    from dataclasses import replace
 
-    args = tyro.cli(ResumeArgs, args=argv, prog="flowft resume", description="Continue a run from its last checkpoint.")
-    cfg = load_train_config(read_json(Path(args.run_dir) / "config.json"))
-    res = Trainer(cfg, run_dir=Path(args.run_dir), resume=True).run()
+    from flowft.train.loop import Trainer
+
+    args = tyro.cli(ResumeArgs, args=argv, prog="flowft resume",
+                    description="Continue a run from its last checkpoint (a finished run: nothing to do, unless "
+                                "--env-steps extends it).")
+    cfg = _run_config(Path(args.run_dir))
+    if args.env_steps is not None:
+        cfg = replace(cfg, run=replace(cfg.run, env_steps=args.env_steps))
+    res = Trainer(cfg, run_dir=Path(args.run_dir), resume=True, repair_metrics=args.repair_metrics).run()
     print({k: round(v, 4) for k, v in res.items()})
     return 0
 
@@ -289,20 +317,65 @@ COMMANDS = {"demos": cmd_demos, "pretrain": cmd_pretrain, "train": cmd_train, "e
             "quickstart": cmd_quickstart}
 
 
-def main(argv: list[str] | None = None) -> int:
-    import signal
+# what to do after an interrupt outside a training loop (a training loop checkpoints and names its resume command)
+_AFTER_INTERRUPT = {"quickstart": "rerun the same `flowft quickstart` command to continue (finished stages are "
+                                  "reused, the training run resumes)",
+                    "train": "a run dir that was created can be continued with `flowft resume RUN_DIR`",
+                    "resume": "run the same `flowft resume` again", "bench": "rerun the suite to continue"}
 
-    # SIGTERM (plain `kill`, SLURM preemption) unwinds like Ctrl-C, so env worker processes are closed; resume
-    # later from the last checkpoint.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+def _raise_terminated(*_) -> None:
+    from flowft.train.runguard import Terminated
+
+    raise Terminated()
+
+
+def _one_line(verb: str, msg: str) -> str:
+    msg = " ".join(str(msg).split("\n")).strip()
+    return msg if msg.startswith("flowft") else f"flowft {verb}: {msg}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+    import signal
+    import threading
+
+    from flowft.errors import FlowftError
+    from flowft.train.runguard import Terminated
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("FLOWFT_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
     if argv[0] not in COMMANDS:
         print(f"flowft: unknown verb '{argv[0]}'\n\n{USAGE}", file=sys.stderr)
         return 2
-    return COMMANDS[argv[0]](argv[1:])
+    verb = argv[0]
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (plain `kill`, SLURM preemption) unwinds like Ctrl-C, so env worker processes are closed; a
+        # training loop replaces both handlers while it runs and checkpoints first (train/runguard.py)
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return COMMANDS[verb](argv[1:])
+    except FlowftError as err:
+        if debug:
+            raise
+        print(_one_line(verb, err), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Terminated), outside a training loop
+        if debug:
+            raise
+        name, code = ("SIGTERM", 143) if isinstance(err, Terminated) else ("SIGINT", 130)
+        print(f"flowft {verb}: interrupted by {name}; {_AFTER_INTERRUPT.get(verb, 'nothing was saved')}",
+              file=sys.stderr)
+        return code
+    except SystemExit as err:  # deliberate `raise SystemExit("message")`: one line, exit 2; exit codes pass
+        if debug or err.code is None or isinstance(err.code, int):
+            raise
+        print(_one_line(verb, err.code), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

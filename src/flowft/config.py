@@ -8,6 +8,7 @@ from typing import Generic, Literal, TypeVar
 import tyro
 
 from flowft.utils.logging import LogConfig
+from flowft.utils.validate import INT_NONNEG, INT_POS, LOG_RULES, check, integer, number, rules, sub_rules
 
 Sampler = Literal["ode", "sde", "bon"]
 AlgoCfgT = TypeVar("AlgoCfgT")
@@ -68,10 +69,22 @@ class RunConfig:
     log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self):
-        if self.critic_diag_episodes < 0:
-            raise ValueError(f"RunConfig.critic_diag_episodes must be >= 0, got {self.critic_diag_episodes}")
-        if self.precision not in ("fp32", "bf16-nograd", "bf16"):
-            raise ValueError(f"RunConfig.precision must be fp32, bf16-nograd or bf16, got {self.precision!r}")
+        check(self, _RUN_RULES, "run.", lambda c, flag: [
+            (len(c.eval_samplers) > 0, "eval_samplers", "needs at least one sampler (ode, sde, bon)"),
+            (c.precision in ("fp32", "bf16-nograd", "bf16"), "precision", "must be fp32, bf16-nograd or bf16"),
+            *sub_rules(c, "log", LOG_RULES)])
+
+
+# The loop tests `env_steps % every < num_envs` for every cadence, so 0 would divide by zero and a negative one would
+# fire at every step (a checkpoint per env step); seeds feed numpy's SeedSequence, which needs >= 0.
+_RUN_RULES = rules({
+    ("num_envs", "env_steps", "eval_every", "eval_episodes", "eval_envs", "ckpt_every", "keep_checkpoints",
+     "buffer_capacity"): INT_POS,
+    ("seed", "start_training"): INT_NONNEG,
+    "utd": number(ge=0, note="0 = collect only, no updates"),
+    "threads": integer(1, none="torch's choice"),
+    "critic_diag_episodes": integer(0, note="0 = off"),
+})
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,27 @@ class TrainConfig(Generic[AlgoCfgT]):
     """Registered algorithm preset (ogpo, ogpo-plus, ogpo-ca, ogpo-plus-ca, ...)."""
     run: RunConfig
     algo: AlgoCfgT
+
+    def __post_init__(self):
+        check(self, {}, "", _loop_checks)  # run.* and algo.* are re-checked under their full flags
+
+
+def _loop_checks(cfg: TrainConfig, flag) -> list[tuple[bool, str, str]]:
+    """run.* against the task's chunk length, for off-policy algorithms: the first update samples whole chunks (H
+    stored steps of an env; with --run.overlap-updates the current step is not stored yet), else it fails deep
+    inside the run. Names not registered (yet) are left to the Trainer, which names them."""
+    from flowft.registry import ALGORITHMS, TASKS, _load_builtin
+
+    _load_builtin()
+    task, spec, r = TASKS.get(cfg.run.task), ALGORITHMS.get(cfg.algo_name), cfg.run
+    if task is None or spec is None or getattr(spec.cls, "on_policy", False):
+        return []
+    H, N = task.chunk_len, r.num_envs
+    need = N * (H if r.overlap_updates else H - 1) + 1  # the first update comes at the first multiple of N >= it
+    why = f"{flag('run.num_envs')} {N}, chunk length {H} of task '{r.task}'"
+    return [(r.start_training >= need, "run.start_training", f"must be >= {need} ({why}"
+             f"{', overlap-updates' if r.overlap_updates else ''}: the first update samples whole chunks)"),
+            (r.buffer_capacity >= N * H, "run.buffer_capacity", f"must be >= {N * H} ({why})")]
 
 
 def load_train_config(data: dict) -> TrainConfig:

@@ -9,22 +9,27 @@ import numpy as np
 import torch
 
 from flowft.policies.flow import FlowPolicy, FlowPolicyConfig
-from flowft.utils.checkpoint import latest_checkpoint
-from flowft.utils.config_io import from_dict, read_json
+from flowft.utils.checkpoint import CheckpointError, NoCheckpointError, latest_checkpoint, read_checkpoint_json
+from flowft.utils.config_io import from_dict
+from flowft.utils.manifest import MANIFEST, check_dir
 
 ARCH_FIELDS = ("hidden", "activation", "time_embed_dim")
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory, or a run directory (-> its latest checkpoint / its BC checkpoint)."""
+    """A checkpoint directory, or a run directory (-> its newest usable checkpoint / its BC checkpoint). A named
+    checkpoint dir must be intact (manifest verified); a run dir falls back past damaged checkpoints with a
+    warning naming the damaged file."""
     p = Path(path)
-    if (p / "model.safetensors").exists():
-        return p
-    if (p / "checkpoints" / "last.txt").exists():
+    if (p / "checkpoints").is_dir():
         return latest_checkpoint(p)
-    if (p / "checkpoint" / "model.safetensors").exists():  # BC run dir
-        return p / "checkpoint"
-    raise FileNotFoundError(f"{path}: not a flowft checkpoint or run directory (no model.safetensors)")
+    for ckpt in (p, p / "checkpoint"):  # a checkpoint dir, or a BC run dir
+        if (ckpt / "model.safetensors").exists() or (ckpt / MANIFEST).exists():
+            result = check_dir(ckpt)
+            if not result.usable:
+                raise CheckpointError(f"damaged checkpoint: {result.problem}")
+            return ckpt
+    raise NoCheckpointError(f"{path}: not a flowft checkpoint or run directory (no model.safetensors)")
 
 
 def _policy_config(cfg: dict) -> FlowPolicyConfig:
@@ -35,7 +40,7 @@ def _policy_config(cfg: dict) -> FlowPolicyConfig:
 def _load_actor(ckpt: Path) -> tuple[FlowPolicy, dict]:
     from flowft.utils.checkpoint import load_modules
 
-    cfg = read_json(ckpt / "config.json")
+    cfg = read_checkpoint_json(ckpt / "config.json")
     d = cfg["dims"]
     policy = FlowPolicy(d["obs_dim"], d["act_dim"], d["chunk_len"], _policy_config(cfg))
     load_modules(ckpt / "model.safetensors", {"actor": policy})
@@ -45,7 +50,7 @@ def _load_actor(ckpt: Path) -> tuple[FlowPolicy, dict]:
 def load_bc_actor(path: str | Path, dims: dict, policy_cfg: FlowPolicyConfig) -> dict[str, torch.Tensor]:
     """Actor weights of a BC checkpoint, after checking that it fits this run's env dims and architecture."""
     ckpt = resolve_checkpoint(path)
-    cfg = read_json(ckpt / "config.json")
+    cfg = read_checkpoint_json(ckpt / "config.json")
     if cfg.get("dims") != dims:
         raise ValueError(f"BC checkpoint {ckpt}: dims {cfg.get('dims')} do not match this task's {dims} "
                          "(wrong task or chunk size?)")
@@ -65,7 +70,7 @@ def load_algorithm(ckpt: Path, device: torch.device, seed: int = 0):
     from flowft.registry import get_algorithm
     from flowft.utils.checkpoint import load_modules
 
-    cfg = read_json(ckpt / "config.json")
+    cfg = read_checkpoint_json(ckpt / "config.json")
     tcfg = load_train_config(cfg)
     d = cfg["dims"]
     algo = get_algorithm(tcfg.algo_name).cls(tcfg.algo, d["obs_dim"], d["act_dim"], d["chunk_len"], device, seed)
@@ -80,7 +85,7 @@ def act_functions(ckpt: Path, device: torch.device, seed: int) -> tuple[dict, di
     methods whose deployed policy is more than the flow actor (DSRL's noise actor, residual RL, QC/EXPO's critic
     selection) deploy exactly as they were evaluated; the default sampler is the method's headline one.
     """
-    cfg = read_json(ckpt / "config.json")
+    cfg = read_checkpoint_json(ckpt / "config.json")
     gen = torch.Generator(device=device).manual_seed(seed)
     if cfg.get("kind") == "bc":
         policy, _ = _load_actor(ckpt)

@@ -20,5 +20,9 @@ class DataError(FlowftError, ValueError):
     """A demonstration / dataset file is missing, unreadable or malformed (the message names the file)."""
 
 
+class DataNotFoundError(DataError, FileNotFoundError):
+    """A demonstration file or dataset does not exist (also a FileNotFoundError, for callers catching that)."""
+
+
 class CheckpointError(FlowftError, RuntimeError):
     """A checkpoint or run dir is missing, damaged, non-finite, locked or incompatible (the message names it)."""

@@ -11,12 +11,12 @@ from flowft.deploy import act_functions, resolve_checkpoint
 from flowft.envs.make import make_vec_env
 from flowft.registry import get_task
 from flowft.train.evaluate import evaluate
-from flowft.utils.config_io import read_json
+from flowft.utils.checkpoint import read_checkpoint_json
 
 
 def run_eval(path: str, samplers, episodes: int, envs: int, seed: int, device: str, video: bool) -> dict:
     ckpt = resolve_checkpoint(path)
-    cfg = read_json(ckpt / "config.json")
+    cfg = read_checkpoint_json(ckpt / "config.json")
     dev = torch.device(device)
     fns, _, _ = act_functions(ckpt, dev, seed)
     missing = [s for s in samplers if s not in fns]
@@ -57,7 +57,7 @@ def append_eval_csv(out: Path, path: str, seed: int, results: dict) -> None:
 
     check_eval_csv(out)
     ckpt = resolve_checkpoint(path)
-    task, source = checkpoint_task(read_json(ckpt / "config.json")), source_digest()
+    task, source = checkpoint_task(read_checkpoint_json(ckpt / "config.json")), source_digest()
     new = not out.exists()
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a", newline="") as f:

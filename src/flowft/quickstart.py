@@ -3,11 +3,15 @@
 demos (scripted expert, operator style on lift) -> BC trained to a flat loss, clipped to 45-50 % ODE success -> OGPO+ with
 conservative advantage -> learning curve.
 Per-task budgets (QUICKSTART) are sized so the whole job finishes in minutes on 2 CPU cores (docs/tasks.md).
+
+Rerunning the same command (same arguments and --out-dir) continues an interrupted quickstart: the stages have names
+made from the arguments, so finished demos and BC are reused and the training run resumes (a finished one is only
+summarised); `--fresh` starts every stage anew. One quickstart of given arguments runs at a time (a lock file in
+--out-dir).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import time
 from dataclasses import dataclass
@@ -28,7 +32,6 @@ QUICKSTART: dict[str, dict] = {
     # (docs/results.md section 8); evaluations at 0, 20k and 40k
     "lift": {"demo_episodes": 12, "run": {"env_steps": 40_000, "eval_every": 20_000}},
 }
-_SIM_MODULE = {"robomimic": "robosuite", "adroit": "gymnasium_robotics", "kitchen": "gymnasium_robotics"}
 
 
 @dataclass(frozen=True)
@@ -45,59 +48,106 @@ class QuickstartArgs:
     """Override the online env-step budget (default: the task's quickstart budget, 40k lift / 12k toy)."""
     out_dir: str = "runs/quickstart"
     device: str = "cpu"
+    fresh: bool = False
+    """Start every stage anew (new names) instead of continuing the quickstart of the same arguments in --out-dir."""
 
 
 def check_simulator(task: str) -> None:
     """Fail before any work when the task's simulator extra is missing, naming the pip extra and `--task toy`."""
-    from flowft.registry import get_task
+    from flowft.train.runguard import missing_simulator
 
-    extra = get_task(task).extra
-    if extra and importlib.util.find_spec(_SIM_MODULE.get(extra, extra)) is None:
+    extra = missing_simulator(task)
+    if extra:
         raise SystemExit(f"flowft quickstart --task {task} needs the simulator extra: pip install 'flowft[{extra}]' "
                          f"(from a checkout: pip install -e '.[{extra}]'), or run `flowft quickstart --task toy`, "
                          "which needs no simulator.")
 
 
 def quickstart(args: QuickstartArgs) -> dict:
-    from flowft.algos.bc import pretrain
-    from flowft.data.hdf5 import write_demos
-    from flowft.registry import get_task
-    from flowft.train.loop import Trainer
+    from flowft.train.runguard import RunInterrupted, RunLock
 
     check_simulator(args.task)
-    t0 = time.perf_counter()
     out = Path(args.out_dir)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    task = get_task(args.task)
-    budget = QUICKSTART.get(args.task, {"demo_episodes": 100, "run": {}})
-    n_demos = args.demo_episodes or budget["demo_episodes"]
-    demos = out / f"demos-{args.task}-s{args.seed}-n{n_demos}.hdf5"
-    if not demos.exists():
-        print(f"[1/3] generating {n_demos} demonstrations -> {demos}", file=sys.stderr)
-        eps = task.demos(n_demos, args.seed)  # the task's default style (operator on lift/can)
-        write_demos(demos, eps, task.meta())
-        print(f"      expert success {sum(e['success'] for e in eps) / len(eps):.2f}", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    n_demos = args.demo_episodes or QUICKSTART.get(args.task, {"demo_episodes": 100})["demo_episodes"]
+    stem = f"{args.task}-s{args.seed}-{args.size}-n{n_demos}" + (f"-{time.strftime('%Y%m%d-%H%M%S')}"
+                                                                 if args.fresh else "")
+    lock = RunLock.acquire(out / f".quickstart-{args.algo}-{stem}.lock", f"quickstart {args.algo}-{stem} in {out}")
+    try:
+        return _quickstart(args, out, n_demos, stem)
+    except RunInterrupted:
+        print("(or rerun the same `flowft quickstart` command)", file=sys.stderr)
+        raise
+    finally:
+        lock.release()
+
+
+def _bc_stage(args: QuickstartArgs, out: Path, demos: Path, stem: str) -> tuple[Path, dict, str]:
+    """The clipped BC checkpoint: reused when an earlier quickstart of these arguments finished it (its directory is
+    committed atomically), else trained; a BC run interrupted before its checkpoint is moved aside (BC has no
+    resume). Returns (checkpoint, result, gate sampler)."""
+    from flowft.algos.bc import pretrain
+    from flowft.utils.config_io import read_json
+
     bc_cfg = bc_preset(args.task, args.size, str(demos), seed=args.seed, out_dir=str(out), device=args.device,
-                       run_name=f"bc-{args.task}-s{args.seed}-{stamp}")
+                       run_name=f"bc-{stem}")
     gated = bc_cfg.clip and bc_cfg.gate == "confirmed"
-    print(f"[2/3] behaviour cloning, clipped at {bc_cfg.clip_threshold:.0%}-{bc_cfg.clip_max:.0%} "
-          f"{bc_cfg.confirm_sampler if gated else bc_cfg.clip_sampler} success "
+    bc_sampler = bc_cfg.confirm_sampler if gated else bc_cfg.clip_sampler
+    bc_dir = out / f"bc-{stem}"
+    if (bc_dir / "checkpoint" / "model.safetensors").exists():
+        print(f"[2/3] reusing the BC checkpoint {bc_dir / 'checkpoint'}", file=sys.stderr)
+        return bc_dir / "checkpoint", read_json(bc_dir / "checkpoint" / "config.json")["result"], bc_sampler
+    if bc_dir.exists():
+        aside = bc_dir.with_name(f"{bc_dir.name}.aborted-{time.strftime('%Y%m%d-%H%M%S')}")
+        bc_dir.rename(aside)
+        print(f"      an interrupted BC run was moved aside to {aside}", file=sys.stderr)
+    print(f"[2/3] behaviour cloning, clipped at {bc_cfg.clip_threshold:.0%}-{bc_cfg.clip_max:.0%} {bc_sampler} success "
           + (f"once the loss has flattened (check every {bc_cfg.eval_every} steps: {bc_cfg.eval_episodes} "
              f"{bc_cfg.clip_sampler} episodes, confirmed on {bc_cfg.confirm_episodes})" if gated
              else f"(check every {bc_cfg.eval_every} steps)"), file=sys.stderr)
     bc_ckpt, bc_res = pretrain(bc_cfg)
-    bc_sampler = bc_cfg.confirm_sampler if gated else bc_cfg.clip_sampler
-    bc_eps = int(bc_res.get("eval/episodes", 0))
-    print(f"      BC stopped: checkpoint of step {bc_res['bc/steps']}, {bc_sampler} success "
-          f"{bc_res['eval/success']:.2f} on {bc_eps} episodes", file=sys.stderr)
-    print(f"[3/3] {args.algo} finetuning from {bc_ckpt}", file=sys.stderr)
+    return bc_ckpt, bc_res, bc_sampler
+
+
+def _train_stage(args: QuickstartArgs, out: Path, stem: str, bc_ckpt: Path):
+    """The finetuning Trainer: a new run, or the resume of this quickstart's run (finished: nothing to do)."""
+    from flowft.config import load_train_config
+    from flowft.train.loop import Trainer
+    from flowft.utils.config_io import read_json
+
+    budget = QUICKSTART.get(args.task, {"demo_episodes": 100, "run": {}})
     overrides = {**budget["run"], **({"env_steps": args.env_steps} if args.env_steps else {})}
     if args.env_steps and "eval_every" in budget["run"]:
         overrides["eval_every"] = max(args.env_steps // 2, 1)  # keep the start / halfway / end evaluations
     cfg = train_preset(args.algo, args.task, args.size, bc_checkpoint=str(bc_ckpt), seed=args.seed,
-                       out_dir=str(out), device=args.device, run_name=f"{args.algo}-{args.task}-s{args.seed}-{stamp}",
-                       **overrides)
-    trainer = Trainer(cfg)
+                       out_dir=str(out), device=args.device, **overrides)
+    run_dir = out / f"{args.algo}-{stem}-{cfg.run.env_steps}"
+    if run_dir.exists():
+        print(f"[3/3] resuming {run_dir}", file=sys.stderr)
+        return cfg, Trainer(load_train_config(read_json(run_dir / "config.json")), run_dir=run_dir, resume=True)
+    print(f"[3/3] {args.algo} finetuning from {bc_ckpt}", file=sys.stderr)
+    return cfg, Trainer(cfg, run_dir=run_dir)
+
+
+def _quickstart(args: QuickstartArgs, out: Path, n_demos: int, stem: str) -> dict:
+    from flowft.data.hdf5 import write_demos
+    from flowft.registry import get_task
+
+    t0 = time.perf_counter()
+    task = get_task(args.task)
+    demos = out / f"demos-{args.task}-s{args.seed}-n{n_demos}.hdf5"
+    if not demos.exists():  # written atomically: an existing file is complete
+        print(f"[1/3] generating {n_demos} demonstrations -> {demos}", file=sys.stderr)
+        eps = task.demos(n_demos, args.seed)  # the task's default style (operator on lift/can)
+        write_demos(demos, eps, task.meta())
+        print(f"      expert success {sum(e['success'] for e in eps) / len(eps):.2f}", file=sys.stderr)
+    else:
+        print(f"[1/3] reusing the demonstrations {demos}", file=sys.stderr)
+    bc_ckpt, bc_res, bc_sampler = _bc_stage(args, out, demos, stem)
+    bc_eps = int(bc_res.get("eval/episodes", 0))
+    print(f"      BC stopped: checkpoint of step {bc_res['bc/steps']}, {bc_sampler} success "
+          f"{bc_res['eval/success']:.2f} on {bc_eps} episodes", file=sys.stderr)
+    cfg, trainer = _train_stage(args, out, stem, bc_ckpt)
     res = trainer.run()
     summary = {"bc_success": bc_res["eval/success"], **res, "wall_s": time.perf_counter() - t0,
                "run_dir": str(trainer.run_dir), "plot": str(trainer.run_dir / "plots" / "learning_curve.png")}

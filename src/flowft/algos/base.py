@@ -11,13 +11,14 @@ import torch
 from torch import nn
 
 from flowft.data.buffer import ReplayBuffer
+from flowft.errors import FlowftError
 from flowft.train import fastpath
 
 ActMode = Literal["explore", "ode", "sde", "bon"]
 """explore: the data-collection sampler; ode: deterministic Euler policy; sde: one SDE sample; bon: Best-of-N SDE."""
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(FlowftError, RuntimeError):
     """A loss or parameter became NaN/inf; the loop stops and keeps the last good checkpoint."""
 
 

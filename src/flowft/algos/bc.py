@@ -27,6 +27,7 @@ from flowft import __version__
 from flowft.algos.bc_gate import ClipGate, LossPlateau
 from flowft.data.hdf5 import load_demos
 from flowft.envs.make import make_vec_env
+from flowft.errors import DataError
 from flowft.policies.flow import FlowPolicy, FlowPolicyConfig
 from flowft.registry import get_task
 from flowft.train.evaluate import evaluate
@@ -35,6 +36,8 @@ from flowft.utils.config_io import to_dict, write_json
 from flowft.utils.provenance import record as record_provenance
 from flowft.utils.logging import Logger, LogConfig
 from flowft.utils.seeding import seed_everything
+from flowft.utils.validate import (INT_NONNEG, INT_POS, LOG_RULES, NONNEG, POS, UNIT, check, integer, number, rules,
+                                   sub_rules)
 
 
 @dataclass(frozen=True)
@@ -98,16 +101,18 @@ class BCConfig:
     log: LogConfig = field(default_factory=lambda: LogConfig(log_every=1000))
 
     def __post_init__(self):
-        if min(self.steps, self.eval_every, self.eval_episodes, self.eval_envs, self.confirm_episodes,
-               self.plateau_window) < 1:
-            raise ValueError("BCConfig: steps, eval_every, eval_episodes, eval_envs, confirm_episodes and "
-                             "plateau_window must be >= 1")
-        if not 0.0 <= self.clip_max <= 1.0 or (self.gate == "confirmed" and self.clip_threshold > self.clip_max):
-            # (first-check ignores clip_max; a threshold above 1 is its way of never clipping)
-            raise ValueError(f"BCConfig: need 0 <= clip_max ({self.clip_max}) <= 1 and, with gate='confirmed', "
-                             f"clip_threshold ({self.clip_threshold}) <= clip_max")
-        if self.min_steps < 0 or self.plateau_tol < 0:
-            raise ValueError("BCConfig: min_steps and plateau_tol must be >= 0")
+        # first-check ignores clip_max; a threshold above 1 is its way of never clipping
+        check(self, _RULES, "", lambda c, flag: [
+            (c.gate != "confirmed" or c.clip_threshold <= c.clip_max, "clip_threshold",
+             f"must be <= {flag('clip_max')} ({c.clip_max}) with --gate confirmed"), *sub_rules(c, "log", LOG_RULES)])
+
+
+_RULES = rules({
+    ("steps", "batch_size", "eval_every", "eval_episodes", "eval_envs", "plateau_window", "confirm_episodes",
+     "clip_critic_heads"): INT_POS, ("min_steps", "seed"): INT_NONNEG, "lr": POS,
+    ("weight_decay", "plateau_tol"): NONNEG,
+    "clip_threshold": number(ge=0, note="> 1 never clips with --gate first-check"), "clip_max": UNIT,
+    "max_episodes": integer(1, none="all"), "threads": integer(1, none="torch's choice")})
 
 
 def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
@@ -117,12 +122,17 @@ def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
     seed_everything(cfg.seed)
     device = torch.device(cfg.device)
     task = get_task(cfg.task)
-    data = load_demos(cfg.demos, cfg.demos_format, only_success=cfg.only_success, max_episodes=cfg.max_episodes)
-    venv = make_vec_env(task, cfg.eval_envs)
-    obs_dim, act_dim, H = venv.single_observation_space.shape[0], venv.single_action_space.shape[0], task.chunk_len
+    # the demos are checked against one env's spaces before the evaluation workers start (minutes on a simulator)
+    probe = task.make(False)
+    obs_space, act_space = probe.observation_space, probe.action_space
+    probe.close()
+    obs_dim, act_dim, H = int(np.prod(obs_space.shape)), int(np.prod(act_space.shape)), task.chunk_len
+    data = load_demos(cfg.demos, cfg.demos_format, only_success=cfg.only_success, max_episodes=cfg.max_episodes,
+                      action_bounds=(act_space.low, act_space.high))
     if data.obs.shape[1] != obs_dim or data.actions.shape[1] != act_dim:
-        raise ValueError(f"{cfg.demos}: demo obs/action dims {data.obs.shape[1]}/{data.actions.shape[1]} do not match "
-                         f"task '{cfg.task}' ({obs_dim}/{act_dim})")
+        raise DataError(f"{cfg.demos}: demo obs/action dims {data.obs.shape[1]}/{data.actions.shape[1]} do not match "
+                        f"task '{cfg.task}' ({obs_dim}/{act_dim})")
+    venv = make_vec_env(task, cfg.eval_envs)
     policy = FlowPolicy(obs_dim, act_dim, H, cfg.policy).to(device)
     policy.fit_normalizers(torch.from_numpy(data.obs), torch.from_numpy(data.actions))
     bon = _clip_gate(policy, cfg, H, device) if "bon" in (cfg.clip_sampler, cfg.confirm_sampler) else None

@@ -37,6 +37,7 @@ from flowft.policies.networks import Activation, mlp
 from flowft.policies.normalizer import Normalizer
 from flowft.policies.sde import sigma_schedule, transition_log_prob
 from flowft.train.onpolicy import RolloutStorage
+from flowft.utils.validate import FINITE, INT_NONNEG, INT_POS, NONNEG, POS, UNIT, WIDTHS, check, number, rules
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,18 @@ class DPPOConfig:
     max_grad_norm: float | None = None
     """Actor grad-norm clip (unset in the robomimic configs)."""
 
+    def __post_init__(self):
+        check(self, _RULES, "algo.", lambda c, flag: [(c.logprob_min < c.logprob_max, "logprob_min",
+                                                       f"must be < {flag('logprob_max')} ({c.logprob_max})")])
+
+
+_RULES = rules({  # clip_eps_rate: the interpolation divides by exp(rate) - 1
+    ("rollout_steps", "update_epochs", "minibatch_size"): INT_POS, "critic_warmup_rollouts": INT_NONNEG,
+    ("gamma", "gae_lambda", "gamma_denoising"): UNIT, "critic_hidden": WIDTHS, ("logprob_min", "logprob_max"): FINITE,
+    ("actor_lr", "critic_lr", "clip_eps", "clip_eps_base", "clip_eps_rate", "min_std"): POS,
+    ("weight_decay", "vf_coef"): NONNEG, "target_kl": number(gt=0, none="never stop early"),
+    "max_grad_norm": number(gt=0, none="no clip")})
+
 
 class ValueNet(nn.Module):
     """V(s): obs [B, Do] (raw; normalised with the BC obs statistics) -> [B]."""
@@ -106,9 +119,6 @@ class DPPO(Algorithm):
 
     def __init__(self, cfg: DPPOConfig, obs_dim: int, act_dim: int, chunk_len: int, device: torch.device, seed: int):
         super().__init__(cfg, obs_dim, act_dim, chunk_len, device, seed)
-        for f in ("min_std", "rollout_steps", "update_epochs", "minibatch_size", "clip_eps", "clip_eps_base"):
-            if getattr(cfg, f) <= 0:
-                raise ValueError(f"DPPOConfig.{f} must be > 0, got {getattr(cfg, f)}")
         self.actor = FlowPolicy(obs_dim, act_dim, chunk_len, cfg.policy).to(device)
         self.critic = ValueNet(obs_dim, cfg.critic_hidden, cfg.critic_activation).to(device)
         self.actor_opt = torch.optim.AdamW(self.actor.parameters(), lr=cfg.actor_lr, weight_decay=cfg.weight_decay)

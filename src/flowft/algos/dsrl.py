@@ -41,6 +41,7 @@ from flowft.objectives.sac import Temperature, sac_actor_loss, soft_next_value
 from flowft.policies.flow import FlowPolicy, FlowPolicyConfig
 from flowft.policies.gaussian import GaussianConfig, TanhGaussian
 from flowft.registry import AlgoSpec, register_algorithm
+from flowft.utils.validate import FINITE, INT_POS, POS, RATE, UNIT, check, rules
 
 _REF_HIDDEN = (2048, 2048, 2048)  # dsrl_can.yaml: layer_size 2048, num_layers 3, activation Tanh
 
@@ -82,12 +83,20 @@ class DSRLConfig:
     """Explore with w ~ N(0, I) (the BC policy itself) until the first update (`init_rollout_steps`), instead of
     with the untrained pi_W."""
 
+    def __post_init__(self):
+        check(self, _RULES, "algo.", lambda c, flag: [(c.variant == "na", "variant", "is not supported: plain "
+              "DSRL-SAC needs the executed noises w in the replay buffer, which stores env actions only; use na")])
+
+
+_RULES = rules({("batch_size", "noise_critic_every", "noise_critic_steps"): INT_POS, "gamma": UNIT, "tau": RATE,
+                ("noise_bound", "actor_lr", "critic_lr", "noise_critic_lr", "temperature_lr", "init_temperature"): POS,
+                "target_entropy": FINITE})
+
 
 class DSRL(Algorithm):
     name = "dsrl"
 
     def __init__(self, cfg: DSRLConfig, obs_dim: int, act_dim: int, chunk_len: int, device: torch.device, seed: int):
-        _validate(cfg)
         super().__init__(cfg, obs_dim, act_dim, chunk_len, device, seed)
         self.d = chunk_len * act_dim
         # frozen BC policy: no optimiser, no gradients; it only decodes noises
@@ -209,21 +218,6 @@ class DSRL(Algorithm):
         loss.backward()
         self.noise_critic_opt.step()
         return {"critic/distill_loss": loss.item(), "critic/distill_target_mean": target.mean().item()}
-
-
-def _validate(cfg: DSRLConfig) -> None:
-    if cfg.variant != "na":
-        raise ValueError(f"variant='{cfg.variant}' is not supported: plain DSRL-SAC needs the executed noises w in "
-                         "the replay buffer, which stores env actions only (see flowft.algos.dsrl); use variant='na'")
-    if not cfg.noise_bound > 0:
-        raise ValueError(f"noise_bound must be > 0, got {cfg.noise_bound}")
-    for name in ("batch_size", "noise_critic_every", "noise_critic_steps"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    if not 0 < cfg.tau <= 1:
-        raise ValueError(f"tau must be in (0, 1], got {cfg.tau}")
-    if not 0 < cfg.gamma <= 1:
-        raise ValueError(f"gamma must be in (0, 1], got {cfg.gamma}")
 
 
 # CPU presets: the reference's networks are 3x2048; smaller sizes take the shared widths (tanh, as the reference).

@@ -41,6 +41,7 @@ from flowft.policies.flow import FlowPolicy, FlowPolicyConfig
 from flowft.policies.gaussian import GaussianConfig, TanhGaussian
 from flowft.registry import AlgoSpec, get_task, register_algorithm
 from flowft.utils.schedules import restarting_warmup_cosine
+from flowft.utils.validate import INT_NONNEG, INT_POS, NONNEG, POS, RATE, UNIT, check, number, rules
 
 
 @dataclass(frozen=True)
@@ -85,15 +86,24 @@ class EXPOConfig:
     """Weight the TD loss by valid[-1] (as OGPO); False uses chunks crossing an episode end with exact n-step
     targets."""
 
+    def __post_init__(self):
+        check(self, _RULES, "algo.", lambda c, flag: [
+            (c.num_edit <= c.num_base, "num_edit", f"must be <= {flag('num_base')} ({c.num_base})"),
+            (c.actor_lr_floor <= c.actor_lr, "actor_lr_floor", f"must be <= {flag('actor_lr')} ({c.actor_lr})"),
+            (c.lr_warmup <= c.lr_cycle, "lr_warmup", f"must be <= {flag('lr_cycle')} ({c.lr_cycle})")])
+
+
+_RULES = rules({
+    ("num_base", "batch_size", "lr_cycle"): INT_POS, ("num_edit", "lr_warmup"): INT_NONNEG, "gamma": UNIT,
+    ("tau", "tau_actor"): RATE, ("actor_lr_floor", "critic_weight_decay"): NONNEG,
+    ("edit_bound", "actor_lr", "critic_lr", "edit_lr", "alpha_lr", "init_temperature", "grad_clip"): POS,
+    "target_entropy": number(none="d*(log(edit_bound) - 1/2)")})
+
 
 class EXPO(Algorithm):
     name = "expo"
 
     def __init__(self, cfg: EXPOConfig, obs_dim: int, act_dim: int, chunk_len: int, device: torch.device, seed: int):
-        if cfg.edit_bound <= 0:
-            raise ValueError(f"edit_bound must be > 0, got {cfg.edit_bound}")
-        if cfg.num_base < 1 or not 0 <= cfg.num_edit <= cfg.num_base:
-            raise ValueError(f"need num_base >= 1 and 0 <= num_edit <= num_base, got {cfg.num_base}, {cfg.num_edit}")
         super().__init__(cfg, obs_dim, act_dim, chunk_len, device, seed)
         d = chunk_len * act_dim
         self.actor = FlowPolicy(obs_dim, act_dim, chunk_len, cfg.policy).to(device)

@@ -5,117 +5,30 @@ Critic ensemble learned off-policy with chunked TD; actor improved by PPO inside
 group Monte-Carlo baseline, clipped ratio of whole-chain log-probs. No backprop through the sampler, no grad_a Q.
 `extraction` swaps the actor objective for the paper's ablations (AW-OGPO, AWR-FM, FPO/FPO++, BPTT; objectives/).
 Reference: OGPO_public ogpo/agents/ogpo.py (actor_loss, critic_loss, sample_actions_BON); algorithm_reference §1.
-Shapes: B states, G group, M heads, K steps, H chunk, Da, Do, d = H*Da, N envs.
+Shapes: B states, G group, M heads, K steps, H chunk, Da, Do, d = H*Da, N envs. Knobs: OGPOConfig (ogpo_config.py).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 
 from flowft.algos.base import ActMode, Algorithm, check_finite, load_bc
-from flowft.critics.ensemble import Aggregation, CriticConfig, CriticEnsemble, aggregate, polyak
+from flowft.algos.ogpo_config import OGPOConfig
+from flowft.critics.ensemble import CriticEnsemble, aggregate, polyak
 from flowft.critics.targets import chunk_returns, td_target
 from flowft.data.buffer import ReplayBuffer
-from flowft.objectives.advantages import AdvantageKind, advantages
-from flowft.objectives.awr import AWRMode, awr_fm_loss, awr_weights
+from flowft.objectives.advantages import advantages
+from flowft.objectives.awr import awr_fm_loss, awr_weights
 from flowft.objectives.bptt import bptt_actor_loss
 from flowft.objectives.fpo import cfm_mc_losses, fpo_clip_loss, fpo_log_ratio
 from flowft.objectives.gradq_variance import q_gradient_at_mean, variance_along_direction
 from flowft.objectives.ppo import group_slices, ppo_clip_loss, ratio_stats
-from flowft.policies.flow import FlowPolicy, FlowPolicyConfig
+from flowft.policies.flow import FlowPolicy
 from flowft.utils.schedules import restarting_warmup_cosine
 
-@dataclass(frozen=True)
-class OGPOConfig:
-    policy: FlowPolicyConfig = field(default_factory=FlowPolicyConfig)
-    critic: CriticConfig = field(default_factory=CriticConfig)
-    gamma: float = 0.99
-    """Discount (0.99 square/kitchen, 0.999 transport/toolhang, 0.95 Adroit)."""
-    batch_size: int = 256
-    """Replay chunks per update; the critic uses all of them, the actor the first `ppo_batch_size` states."""
-    ppo_batch_size: int = 256
-    group_size: int = 32
-    """G imagined SDE chains per state (`group_num_samples`)."""
-    clip_eps: float = 0.01
-    """PPO clip on the normalised whole-chain ratio."""
-    advantage: AdvantageKind = "conservative"
-    """vanilla (OGPO) | conservative sign-consensus (OGPO+CA) | penultimate."""
-    normalize_group: bool = False
-    """GRPO-style division by the group std (off in OGPO; the ablation says it hurts)."""
-    adv_clip_min: float | None = None
-    """Lower clip on advantages (0 gives OGPO-NN, 'no negative')."""
-    target_agg: Aggregation = "mean"
-    """Critic TD target aggregation over heads (mean in OGPO; min is the pessimistic ablation)."""
-    bc_coeff: float = 1.0
-    """lambda_BC of the flow-matching cloning term (OGPO+); 0 disables it."""
-    bc_source: Literal["success", "replay"] = "success"
-    """success: success-buffer batch, falling back to the replay batch before any success (the reference)."""
-    best_of_n: int = 8
-    """Acting: N SDE samples from the target actor, execute argmax of `bon_agg` target Q (1 = plain SDE)."""
-    bon_agg: Aggregation = "subsample"
-    """Best-of-N score over heads: subsample = min over one random pair per call; subsample_each = an independent
-    pair per (state, candidate), drawn with replacement (the reference; the paper preset uses it)."""
-    bon_after_updates: int = 0
-    """Act with one SDE sample until this many updates, then Best-of-N. 0 = Best-of-N from the start (reference).
-    An untrained critic's argmax picks worse chunks than a plain SDE sample (Lift: 0.16-0.38 vs 0.84 success), so
-    the CPU presets wait for the critic (docs/tasks.md)."""
-    actor_lr: float = 4.5e-5
-    actor_lr_floor: float = 2e-5
-    lr_warmup: int = 2000
-    lr_cycle: int = 50_000
-    critic_lr: float = 4.5e-5
-    """The reference code gives the online critic ppo_lr too (algorithm_reference §1.4)."""
-    weight_decay: float = 1e-5
-    grad_clip: float = 1000.0
-    tau_actor: float = 0.005
-    tau_critic: float = 0.05
-    drop_partial_chunks: bool = True
-    """Weight the TD loss by valid[-1] (reference): chunks crossing an episode end before their last step are
-    skipped. False uses them with exact n-step targets."""
-    microbatch_chains: int | None = None
-    """Chains per micro-batch for the teacher-forced log-prob and the imagined-Q pass (0 = all at once; None =
-    1024 on CPU, all at once on CUDA). The PPO loss is a mean over independent chains, so gradient accumulation
-    over micro-batches is exact; on CPU it keeps the paper config's [G*B*K, 512] activations cache-sized, on an
-    H100 one slice was faster (paper update 73 -> 55 ms; docs/benchmarks.md)."""
-    critic_warmup: int = 0
-    """Updates at the start of the online phase that train only the critic (the actor waits for a critic that
-    has seen data; the reference's `q_warmup_steps`, 0 in its scripts)."""
-    success_critic_step: bool = False
-    """Extra TD step on a success-buffer batch (`use_success_buffer_q`, square/transport scripts)."""
-    extraction: Literal["ppo", "awr", "awr_fm", "fpo", "bptt"] = "ppo"
-    """Actor objective (§1.9, §4.4, §4.6): ppo = OGPO's clipped chain ratio; awr = AW-OGPO, clipped exp(A/beta)
-    weights replace A there; awr_fm = weighted CFM on G target-actor ODE samples per state; fpo = CFM-loss ratio
-    exp(L_old - L_new) on them, clipped; bptt = max `target_agg` target Q backpropagated through the ODE sampler."""
-    awr_mode: AWRMode = "symmetric"
-    awr_beta: float = 10.0
-    """AWR temperature (`scripts/ogpo_awr/square.sh`)."""
-    awr_beta_neg: float | None = None
-    """Asymmetric mode's temperature for A <= 0; None = infinite (w = 1, the reference's exp(max(0, A)/beta))."""
-    awr_weight_max: float = 20.0
-    n_mc: int = 16
-    """(tau, eps) Monte-Carlo pairs per sample for the awr_fm / fpo CFM losses (`awr_n_mc`, `fpo_n_mc`)."""
-    fpo_per_sample: bool = True
-    """FPO++: clip each (tau, eps) draw's ratio separately; False = FPO, one ratio from the averaged losses."""
-    fpo_aspo: bool = False
-    """FPO++'s asymmetric trust region (SPO penalty for A <= 0); off in the reference script."""
-    fpo_huber_delta: float | None = 1.0
-    """Huber CFM loss in the FPO ratio (reference script); None = squared error."""
-    fpo_loss_clamp: float = 4.0
-    fpo_diff_clamp: float = 5.0
-    bptt_samples: int = 4
-    """Fixed start noises per state for BPTT (`bptt_num_samples`)."""
-    grad_diag_every: int = 50
-    """Log the imagined actions' variance along / orthogonal to grad_a Q every this many updates (0 = off)."""
-
-    def __post_init__(self):
-        for name in ("awr_beta", "awr_weight_max", "n_mc", "bptt_samples", "fpo_loss_clamp", "fpo_diff_clamp",
-                     "grad_diag_every"):
-            if getattr(self, name) < 0 or (getattr(self, name) == 0 and name != "grad_diag_every"):
-                raise ValueError(f"OGPOConfig.{name} must be > 0 (grad_diag_every >= 0), got {getattr(self, name)}")
+__all__ = ["OGPO", "OGPOConfig"]  # the config lives in ogpo_config.py (its knobs and their ranges)
 
 
 class OGPO(Algorithm):

@@ -39,6 +39,7 @@ from flowft.data.buffer import ReplayBuffer
 from flowft.policies.flow import FlowPolicy, FlowPolicyConfig
 from flowft.registry import AlgoSpec, register_algorithm
 from flowft.types import ChunkBatch
+from flowft.utils.validate import INT_NONNEG, INT_POS, NONNEG, POS, RATE, UNIT, check, rules
 
 
 @dataclass(frozen=True)
@@ -75,16 +76,11 @@ class QCConfig:
     """Explore with one ODE sample until this many updates (an untrained critic's argmax is a biased pick)."""
 
     def __post_init__(self):
-        for name in ("best_of_n", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"QCConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 < self.tau <= 1.0:
-            raise ValueError(f"QCConfig.tau must be in (0, 1], got {self.tau}")
-        if not 0.0 < self.gamma <= 1.0:
-            raise ValueError(f"QCConfig.gamma must be in (0, 1], got {self.gamma}")
-        for name in ("actor_lr", "critic_lr", "grad_clip"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"QCConfig.{name} must be > 0, got {getattr(self, name)}")
+        check(self, _RULES, "algo.")
+
+
+_RULES = rules({("best_of_n", "batch_size"): INT_POS, ("critic_warmup", "bon_after_updates"): INT_NONNEG,
+                "gamma": UNIT, "tau": RATE, ("actor_lr", "critic_lr", "grad_clip"): POS, "weight_decay": NONNEG})
 
 
 class QC(Algorithm):

@@ -44,6 +44,7 @@ from flowft.data.buffer import ReplayBuffer
 from flowft.objectives.sac import Temperature, sac_actor_loss, soft_next_value
 from flowft.policies.flow import FlowPolicy, FlowPolicyConfig
 from flowft.policies.gaussian import GaussianConfig, TanhGaussian
+from flowft.utils.validate import FINITE, INT_POS, POS, RATE, UNIT, check, integer, rules
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,14 @@ class ResidualConfig:
     """Weight the TD loss by valid[-1] (as OGPO's critic); False uses chunks crossing an episode end with exact
     n-step targets (CPU presets, short episodes)."""
 
+    def __post_init__(self):
+        check(self, _RULES, "algo.")
+
+
+_RULES = rules({"batch_size": INT_POS, "progressive_updates": integer(0, note="0 = always add the residual"),
+                "gamma": UNIT, "tau": RATE, "target_entropy_per_dim": FINITE,
+                ("residual_scale", "actor_lr", "critic_lr", "temperature_lr", "init_temperature", "grad_clip"): POS})
+
 
 def progressive_prob(updates: int, horizon: int) -> float:
     """Probability of adding the residual to an exploration chunk (Policy Decorator `res_ratio`)."""
@@ -102,12 +111,6 @@ class ResidualRL(Algorithm):
 
     def __init__(self, cfg: ResidualConfig, obs_dim: int, act_dim: int, chunk_len: int, device: torch.device,
                  seed: int):
-        if cfg.residual_scale <= 0:
-            raise ValueError(f"residual_scale must be > 0, got {cfg.residual_scale}")
-        if cfg.progressive_updates < 0:
-            raise ValueError(f"progressive_updates must be >= 0, got {cfg.progressive_updates}")
-        if cfg.batch_size <= 0:
-            raise ValueError(f"batch_size must be > 0, got {cfg.batch_size}")
         super().__init__(cfg, obs_dim, act_dim, chunk_len, device, seed)
         self.d = chunk_len * act_dim
         self.base = FlowPolicy(obs_dim, act_dim, chunk_len, cfg.policy).to(device).requires_grad_(False)

@@ -15,6 +15,7 @@ from torch import nn
 
 from flowft.policies.networks import ACTIVATIONS, Activation
 from flowft.policies.normalizer import Normalizer
+from flowft.utils.validate import INT_POS, WIDTHS, check, rules
 
 Aggregation = Literal["mean", "min", "subsample", "subsample_each"]
 
@@ -26,6 +27,9 @@ class CriticConfig:
     hidden: tuple[int, ...] = (512, 512, 512, 512)
     activation: Activation = "gelu"
     layer_norm: bool = True
+
+    def __post_init__(self):
+        check(self, rules({"num_heads": INT_POS, "hidden": WIDTHS}), "critic.")
 
 
 class EnsembleLinear(nn.Module):

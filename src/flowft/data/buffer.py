@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
+from flowft.errors import CheckpointError
 from flowft.types import ChunkBatch
 
 _ARRAYS = ("obs", "actions", "rewards", "terminated", "ends", "next_obs", "success")
@@ -141,25 +142,68 @@ class ReplayBuffer:
     def meta(self) -> dict:
         return {"N": self.N, "C": self.C, "H": self.H, "obs_dim": self.obs_dim, "act_dim": self.act_dim,
                 "total": self.total, "num_success_episodes": self.num_success_episodes,
-                "rng": self.rng.bit_generator.state}
+                "rng": self.rng.bit_generator.state, "rows": self._rows(self.total)}
+
+    def _rows(self, total: int) -> int:
+        """Slots written per env: slots past them are still zero, so saving the first `rows` loses nothing (a
+        ring that has wrapped is full, and its slots are kept in ring order, `total % C` marking the next write)."""
+        return min(total, self.C)
 
     def save(self, path: str | Path) -> None:
-        arrays = {k: getattr(self, k) for k in _ARRAYS}
+        """Only the written slots [N, rows, ...]: a file grows with the transitions stored, not with the capacity."""
+        rows = self._rows(self.total)
+        arrays = {k: np.ascontiguousarray(getattr(self, k)[:, :rows]) for k in _ARRAYS}
         arrays["ep_start"] = self.ep_start
         save_file(arrays, str(path), metadata={"flowft_buffer": json.dumps(self.meta())})
 
     def load(self, path: str | Path) -> None:
-        """Restore in place; the buffer must have been built with the same shapes."""
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="numpy") as f:
-            meta = json.loads(f.metadata()["flowft_buffer"])
+        """Restore in place; the buffer must have been built with the same shapes. Files of earlier versions hold
+        all C slots per env and load too."""
+        meta, arrays = _read_buffer_file(Path(path))
         for key in ("N", "C", "H", "obs_dim", "act_dim"):
             if meta[key] != getattr(self, key):
-                raise ValueError(f"replay buffer file {path}: '{key}' is {meta[key]}, this run expects {getattr(self, key)}")
-        arrays = load_file(str(path))
+                raise IncompatibleBufferError(f"replay buffer file {path}: '{key}' is {meta[key]}, this run expects "
+                                              f"{getattr(self, key)}")
+        total = meta.get("total")
+        if not isinstance(total, int) or total < 0:
+            raise CheckpointError(f"replay buffer file {path}: metadata 'total' is {total!r}, not a step count")
+        n_succ = meta.get("num_success_episodes")
+        if not isinstance(n_succ, int) or n_succ < 0:
+            raise CheckpointError(f"replay buffer file {path}: metadata 'num_success_episodes' is {n_succ!r}")
+        rows = self._rows(total)
+        for k in _ARRAYS:  # the metadata must describe the arrays: an edited `total` would sample empty slots
+            got = arrays[k].shape[:2] if k in arrays else None
+            if got not in ((self.N, rows), (self.N, self.C) if "rows" not in meta else None):
+                raise CheckpointError(f"replay buffer file {path}: '{k}' holds {got} [envs, slots], its metadata "
+                                      f"(total {total}) says {(self.N, rows)} (damaged or edited file)")
+        if arrays.get("ep_start", np.zeros(0)).shape != (self.N,) or not (arrays["ep_start"] <= total).all():
+            raise CheckpointError(f"replay buffer file {path}: episode starts do not fit total {total} (damaged)")
+        try:  # checked on a scratch generator: nothing of this buffer changes unless the whole file is sound
+            np.random.default_rng().bit_generator.state = meta["rng"]
+        except (TypeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"replay buffer file {path}: unreadable sampler RNG state ({e})") from e
         for k in _ARRAYS:
-            getattr(self, k)[...] = arrays[k]
+            dst = getattr(self, k)
+            dst[...] = 0
+            dst[:, :arrays[k].shape[1]] = arrays[k]
         self.ep_start[...] = arrays["ep_start"]
-        self.total, self.num_success_episodes = meta["total"], meta["num_success_episodes"]
+        self.total, self.num_success_episodes = total, n_succ
         self.rng.bit_generator.state = meta["rng"]
+
+
+class IncompatibleBufferError(CheckpointError, ValueError):
+    """A replay buffer file from a run with other shapes."""
+
+
+def _read_buffer_file(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = json.loads((f.metadata() or {})["flowft_buffer"])
+        arrays = load_file(str(path))
+    except (SafetensorError, OSError, KeyError, ValueError) as e:
+        raise CheckpointError(f"replay buffer file {path}: unreadable ({type(e).__name__}: {str(e)[:160]})") from e
+    if not isinstance(meta, dict) or not {"N", "C", "H", "obs_dim", "act_dim", "rng"} <= set(meta):
+        raise CheckpointError(f"replay buffer file {path}: metadata lacks the buffer shapes (damaged file)")
+    return meta, arrays

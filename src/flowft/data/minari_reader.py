@@ -51,9 +51,11 @@ Success of an episode (``episode_success``), true when any of these holds:
     Dense or negative rewards never imply success by themselves. The rule is also written to
     ``env_meta["success_rule"]``.
 
-Errors: a malformed file raises one ``ValueError`` naming the file, the episode and the key
-(missing dataset, NaN/inf, observations not one row longer than actions, length or dimension
-mismatches across keys or episodes, non-numeric leaves).
+Errors: a malformed file raises one ``DataError`` (a ``ValueError``) naming the file, the episode and
+the key (missing dataset, NaN/inf, observations not one row longer than actions, 1-D or empty actions,
+length or dimension mismatches across keys or episodes, non-numeric leaves, actions far outside the
+task's bounds); an empty, non-HDF5 or unreadable file says so. A dataset that does not exist raises
+``DataNotFoundError`` (also a ``FileNotFoundError``).
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from flowft.data.hdf5 import DemoDataset, EpisodeCollector
+from flowft.data.hdf5 import DemoDataset, EpisodeCollector, check_actions, open_hdf5
+from flowft.errors import DataError, DataNotFoundError
 
 __all__ = ["read_minari", "resolve_minari_path"]
 
@@ -88,13 +91,15 @@ def resolve_minari_path(path_or_id: str | os.PathLike) -> Path:
     """Path of ``main_data.hdf5`` for a dataset directory, its ``data`` dir, the file itself, or a
     dataset id under ``$MINARI_DATASETS_PATH`` (default ``~/.minari/datasets``). Never downloads."""
     p = Path(os.fspath(path_or_id)).expanduser()
+    if p.is_file():  # any file given explicitly is read as the data file (a wrong one fails on its content)
+        return p
     tried = []
     for cand in (p,) if p.is_absolute() or p.exists() else (p, _datasets_root() / p):
         for f in (cand / "data" / _MAIN_FILE, cand / _MAIN_FILE, cand):
             tried.append(str(f))
             if f.is_file() and f.name == _MAIN_FILE:
                 return f
-    raise FileNotFoundError(
+    raise DataNotFoundError(
         f"Minari dataset {str(path_or_id)!r} not found on disk (looked for {', '.join(dict.fromkeys(tried))}). "
         "read_minari never downloads: fetch it first (e.g. `minari download <id>`) or set MINARI_DATASETS_PATH.")
 
@@ -121,7 +126,7 @@ def _leaves(node, path: str) -> list[tuple[str, h5py.Dataset]]:
 
 
 class _Bad(ValueError):
-    pass
+    """A problem inside one episode; read_minari re-raises it as a DataError naming the file and the episode."""
 
 
 def _as_2d(ds: h5py.Dataset, what: str) -> np.ndarray:
@@ -130,7 +135,7 @@ def _as_2d(ds: h5py.Dataset, what: str) -> np.ndarray:
     arr = np.asarray(ds[()])
     if arr.ndim == 0:
         raise _Bad(f"'{what}' is a scalar, expected one row per step")
-    return arr.reshape(len(arr), -1)
+    return arr.reshape(len(arr), int(np.prod(arr.shape[1:])))  # not -1: an empty episode has 0 rows
 
 
 def _flat_obs(g: h5py.Group, obs_keys) -> tuple[np.ndarray, list[tuple[str, int]]]:
@@ -161,6 +166,8 @@ def _flat_obs(g: h5py.Group, obs_keys) -> tuple[np.ndarray, list[tuple[str, int]
 
 def _flat_actions(g: h5py.Group) -> np.ndarray:
     node = g["actions"]
+    if isinstance(node, h5py.Dataset) and node.ndim != 2:  # [T] would silently become a 1-dim action space
+        raise _Bad(f"'actions' must be 2-D [steps, act_dim], got shape {node.shape}")
     leaves = _leaves(node, "actions") if isinstance(node, h5py.Group) else [("actions", node)]
     if not leaves:
         raise _Bad("'actions' holds no arrays")
@@ -220,35 +227,40 @@ def _read_episode(g: h5py.Group, obs_keys):
 
 
 def read_minari(path_or_id: str, only_success: bool = False, max_episodes: int | None = None,
-                obs_keys: list[str] | None = None) -> DemoDataset:
+                obs_keys: list[str] | None = None, action_bounds: tuple[np.ndarray, np.ndarray] | None = None
+                ) -> DemoDataset:
     """Read an on-disk Minari dataset (directory or id) into a DemoDataset; see the module docstring
-    for path resolution, observation flattening order and the success rule."""
+    for path resolution, observation flattening order and the success rule. `action_bounds` (low, high): the
+    task's action box; episodes far outside it are refused (hdf5.check_actions)."""
     file = resolve_minari_path(path_or_id)
     meta_file = file.parent / _META_FILE
     try:
         minari_meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     except json.JSONDecodeError as e:
-        raise ValueError(f"{meta_file}: not valid JSON ({e})") from None
+        raise DataError(f"{meta_file}: not valid JSON ({e})") from None
     eps = EpisodeCollector(only_success, max_episodes)
     layout0 = None
-    with h5py.File(file, "r") as f:
+    with open_hdf5(file, "Minari dataset file") as f:
         names = [(int(m.group(1)), k) for k in f.keys() if (m := _EP_RE.match(k))]
         if not names:
-            raise ValueError(f"{file}: no 'episode_<i>' groups (not a Minari HDF5 dataset?); "
-                             f"top-level keys: {sorted(f.keys())[:10]}")
+            raise DataError(f"{file}: no 'episode_<i>' groups (not a Minari HDF5 dataset?); "
+                            f"top-level keys: {sorted(f.keys())[:10]}")
         for _, name in sorted(names):
             g = f[name]
             if not isinstance(g, h5py.Group):
-                raise ValueError(f"{file}: '{name}' is not a group")
+                raise DataError(f"{file}: '{name}' is not a group")
             try:
                 o, a, r, ok, layout = _read_episode(g, obs_keys)
+                problem = check_actions(a, action_bounds)
+                if problem:
+                    raise _Bad(f"'actions': {problem}")
             except _Bad as e:
-                raise ValueError(f"{file}: {name}: {e}") from None
+                raise DataError(f"{file}: {name}: {e}") from None
             if layout0 is None:
                 layout0, a_dim0 = layout, a.shape[1]
             elif layout != layout0 or a.shape[1] != a_dim0:
-                raise ValueError(f"{file}: {name}: inconsistent dims: obs layout {layout} / action dim {a.shape[1]}, "
-                                 f"earlier episodes have {layout0} / {a_dim0}")
+                raise DataError(f"{file}: {name}: inconsistent dims: obs layout {layout} / action dim {a.shape[1]}, "
+                                f"earlier episodes have {layout0} / {a_dim0}")
             if eps.add(o, a, r, ok):
                 break
     if not eps.obs:

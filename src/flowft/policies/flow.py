@@ -16,6 +16,7 @@ from torch import nn
 from flowft.policies.networks import Activation, MLPTimeEmbedding, SinusoidalEmbedding, mlp
 from flowft.policies.normalizer import Normalizer
 from flowft.policies.sde import SDEConfig, chain_log_prob, live_steps, ode_sample, sde_chain, step_log_probs, step_noise
+from flowft.utils.validate import INT_POS, WIDTHS, check, rules
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,13 @@ class FlowPolicyConfig:
     default because it makes one preset work across envs with very different obs scales."""
     action_norm: Literal["none", "minmax"] = "none"
     """Actions are already in [-1, 1] for every supported env, so no normalisation by default."""
+
+    def __post_init__(self):
+        # sin/cos halves need an even width; the mlp embedding's frequencies divide by (half - 1), so half >= 2
+        least = 4 if self.time_embed == "mlp" else 2
+        check(self, rules({"hidden": WIDTHS, ("denoise_steps", "time_embed_dim"): INT_POS}), "policy.",
+              lambda c, flag: [(c.time_embed_dim % 2 == 0 and c.time_embed_dim >= least, "time_embed_dim",
+                                f"must be even and >= {least} (time_embed {c.time_embed})")])
 
 
 @dataclass

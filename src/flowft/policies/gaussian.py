@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flowft.policies.networks import Activation, mlp
+from flowft.utils.validate import FINITE, WIDTHS, check, rules
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,12 @@ class GaussianConfig:
     """Initial log sigma (bias of the log-std output; weights start at zero so every state starts equal)."""
     zero_mean_init: bool = False
     """Start with mu(x) = 0 exactly (residual / edit policies start as 'no change')."""
+
+    def __post_init__(self):
+        # no single home: it is --algo.noise-actor / --algo.edit / --algo.residual (named exactly from the parent)
+        check(self, rules({"hidden": WIDTHS, ("log_std_min", "log_std_max", "init_log_std"): FINITE}), None,
+              lambda c, flag: [(c.log_std_min < c.log_std_max, "log_std_min", f"must be < {flag('log_std_max')} "
+                                f"({c.log_std_max})")])
 
 
 class TanhGaussian(nn.Module):

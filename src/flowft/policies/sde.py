@@ -15,6 +15,8 @@ from typing import Callable, Literal
 
 import torch
 
+from flowft.utils.validate import NONNEG, POS, check, rules
+
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x [R, d], t [R]) -> v [R, d]
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -37,6 +39,10 @@ class SDEConfig:
     """Standard-normal draws are clipped to +-noise_clip (`randn_clip_value=3`)."""
     normalize_logprob: bool = True
     """Divide chain log-probs by (K+1)*d (`normalize_denoising_horizon` + `normalize_act_space_dimension`)."""
+
+    def __post_init__(self):
+        # sigma_b = 0 is a deterministic chain (live_steps skips its log-probs); a clip of 0 would zero all noise
+        check(self, rules({"sigma_b": NONNEG, "noise_clip": POS}), "policy.sde.")
 
 
 def sigma_schedule(cfg: SDEConfig, K: int, device: torch.device | None = None) -> torch.Tensor:

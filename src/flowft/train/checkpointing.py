@@ -1,29 +1,53 @@
-"""Run-directory checkpoints for the shared training loop (atomic; weights + optimisers + RNG + buffer)."""
+"""Run-directory checkpoints for the shared training loop (atomic; weights + optimisers + RNG + buffer).
+
+A checkpoint is written only from finite weights and optimiser state, sealed with a manifest (utils/manifest.py),
+and rotation never removes a good checkpoint unless `keep` newer good ones exist, so the newest complete checkpoint
+of a run is always one that can be trusted.
+"""
 
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file as load_np, save_file as save_np
 
 from flowft import __version__
-from flowft.algos.base import Algorithm
+from flowft.algos.base import Algorithm, DivergenceError
 from flowft.data.buffer import ReplayBuffer
-from flowft.utils.checkpoint import (atomic_dir, commit_dir, load_modules, load_optimizers, save_modules,
-                                     save_optimizers)
-from flowft.utils.config_io import read_json, write_json
+from flowft.utils.checkpoint import (CheckpointError, IncompatibleCheckpointError, NoCheckpointError, atomic_dir,
+                                     commit_dir, latest_checkpoint, load_modules, load_optimizers, nonfinite,
+                                     optimizer_tensors, read_checkpoint_json, read_tensors, repair_checkpoints,
+                                     save_modules, save_optimizers, step_dirs, write_pointer)
+from flowft.utils.config_io import write_json
+from flowft.utils.manifest import CHECKPOINT_FORMAT, check_dir
 from flowft.utils.seeding import load_generators, save_generators
+
+
+def _nonfinite_state(algo: Algorithm) -> list[str]:
+    """Names of the non-finite tensors of every module (EMA and target copies included) and optimiser state."""
+    modules = {f"{name}.{k}": v for name, m in algo.modules().items() for k, v in m.state_dict().items()}
+    return nonfinite(modules) + nonfinite(optimizer_tensors(algo.optimizers()))
 
 
 def save_checkpoint(ckpt_root: Path, step: int, config: dict, dims: dict, algo: Algorithm,
                     buffer: ReplayBuffer | None, loop_state: dict, collector_arrays: dict[str, np.ndarray],
                     keep: int) -> Path:
+    """Write checkpoint `<step>` atomically. Raises DivergenceError, writing nothing, when any weight or optimiser
+    tensor is non-finite: the previous checkpoint stays the newest."""
+    bad = _nonfinite_state(algo)
+    if bad:
+        raise DivergenceError(f"non-finite model/optimiser state at env step {step} in {bad[:4]}"
+                              f"{f' and {len(bad) - 4} more' if len(bad) > 4 else ''}; its checkpoint was not written")
+    _settle(ckpt_root)  # a crash inside an earlier commit may have left .tmp/.old copies
     final = ckpt_root / f"{step:010d}"
     tmp = atomic_dir(final)
     save_modules(tmp / "model.safetensors", algo.modules())
-    write_json(tmp / "config.json", {"flowft_version": __version__, "format_version": 1, **config, "dims": dims})
+    write_json(tmp / "config.json", {"flowft_version": __version__, "format_version": CHECKPOINT_FORMAT, **config,
+                                     "dims": dims})
     ts = tmp / "training_state"
     ts.mkdir()
     save_optimizers(ts, algo.optimizers())
@@ -33,37 +57,86 @@ def save_checkpoint(ckpt_root: Path, step: int, config: dict, dims: dict, algo: 
     if buffer is not None:
         buffer.save(tmp / "buffer.safetensors")
     commit_dir(tmp, final)
-    (ckpt_root / "last.txt.tmp").write_text(final.name)
-    (ckpt_root / "last.txt.tmp").replace(ckpt_root / "last.txt")
-    old = sorted(p for p in ckpt_root.iterdir() if p.is_dir() and p.name.isdigit())[:-keep]
-    for p in old:
-        shutil.rmtree(p)
+    write_pointer(ckpt_root, final.name)
+    rotate_checkpoints(ckpt_root, step, keep)
     return final
+
+
+def _settle(ckpt_root: Path) -> None:
+    for line in repair_checkpoints(ckpt_root):
+        print(f"checkpoints: {line}", file=sys.stderr)
+
+
+def rotate_checkpoints(ckpt_root: Path, step: int, keep: int) -> list[Path]:
+    """Keep the newest `keep` (at least 1) usable checkpoints up to `step`, the one just written included, and
+    remove every dir older than the oldest of them. Damaged or inconsistent dirs never count as kept, so they
+    cannot push a good checkpoint out; dirs beyond `step` (left by an earlier, longer attempt) are left for the
+    run to overwrite when it gets there. Returns the removed dirs."""
+    usable = [s for s, p in step_dirs(ckpt_root) if s <= step and check_dir(p, deep=False).usable]
+    kept = usable[:max(1, keep)]
+    if not kept:
+        return []
+    removed = [p for s, p in step_dirs(ckpt_root) if s < kept[-1]]
+    for p in removed:
+        shutil.rmtree(p)
+    return removed
+
+
+def kept_checkpoint_note(run_dir: Path) -> str:
+    """For the divergence guard: which checkpoint a stopped run keeps, after re-checking that it is intact and
+    finite (so the message is a statement of fact, not a hope)."""
+    try:
+        path = latest_checkpoint(run_dir)
+    except NoCheckpointError:
+        return "No checkpoint was written before it, so the run cannot be resumed; start it again with a lower lr."
+    try:
+        bad = nonfinite(read_tensors(path / "model.safetensors")) + nonfinite(
+            read_tensors(path / "training_state" / "optim.safetensors"))
+    except CheckpointError as e:
+        return f"The newest checkpoint cannot be read: {e}."
+    if bad:
+        return f"The newest checkpoint {path} holds non-finite tensors {bad[:4]} (written by an earlier flowft)."
+    how = "manifest verified" if check_dir(path).verified else "written before manifests, so unverified"
+    return (f"The last good checkpoint, env step {int(path.name.split('.')[0])} ({path}: finite, {how}), is "
+            "kept; nothing was saved after it.")
 
 
 def check_compatible(ckpt_config: dict, config: dict, dims: dict, where: Path) -> None:
     """A checkpoint must come from the same algorithm, dims and architecture as the run loading it."""
     if ckpt_config.get("dims") != dims:
-        raise ValueError(f"checkpoint {where}: env dims {ckpt_config.get('dims')} differ from this run's {dims}")
+        raise IncompatibleCheckpointError(f"checkpoint {where}: env dims {ckpt_config.get('dims')} differ from this "
+                                          f"run's {dims}")
     if ckpt_config.get("algo_name") != config["algo_name"]:
-        raise ValueError(f"checkpoint {where}: algorithm '{ckpt_config.get('algo_name')}' but this run is "
-                         f"'{config['algo_name']}'")
+        raise IncompatibleCheckpointError(f"checkpoint {where}: algorithm '{ckpt_config.get('algo_name')}' but this "
+                                          f"run is '{config['algo_name']}'")
     if ckpt_config.get("algo") != config["algo"]:
         diff = sorted(k for k in config["algo"] if ckpt_config.get("algo", {}).get(k) != config["algo"][k])
-        raise ValueError(f"checkpoint {where}: algorithm config differs in {diff} (checkpoint from another config)")
+        raise IncompatibleCheckpointError(f"checkpoint {where}: algorithm config differs in {diff} (checkpoint from "
+                                          "another config)")
 
 
 def load_checkpoint(path: Path, config: dict, dims: dict, algo: Algorithm, buffer: ReplayBuffer | None):
-    """Restore algorithm + buffer in place; returns (loop_state, collector_arrays)."""
-    check_compatible(read_json(path / "config.json"), config, dims, path)
+    """Restore algorithm + buffer in place; returns (loop_state, collector_arrays). Only the process that will
+    write this run's checkpoints calls it, so it first settles copies a crash inside a commit left behind (a
+    `<step>.old` found by `latest_checkpoint` becomes `<step>` again)."""
+    _settle(path.parent)
+    path = path.parent / path.name.split(".")[0]
+    result = check_dir(path)
+    if not result.usable:
+        raise CheckpointError(f"cannot resume from damaged checkpoint: {result.problem}")
+    check_compatible(read_checkpoint_json(path / "config.json"), config, dims, path)
     load_modules(path / "model.safetensors", algo.modules())
     ts = path / "training_state"
     load_optimizers(ts, algo.optimizers())
-    load_generators(ts / "rng.safetensors", algo.generators())
-    state = read_json(ts / "state.json")
+    try:
+        load_generators(ts / "rng.safetensors", algo.generators())
+        arrays = load_np(str(ts / "collector.safetensors"))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint {path}: unreadable RNG or collector state ({e})") from e
+    state = read_checkpoint_json(ts / "state.json")
     algo.load_extra_state(state["algo"])
     if buffer is not None:
         if not (path / "buffer.safetensors").exists():
-            raise FileNotFoundError(f"{path}: no buffer.safetensors (run was saved with save_buffer=False)")
+            raise CheckpointError(f"{path}: no buffer.safetensors (run was saved with save_buffer=False)")
         buffer.load(path / "buffer.safetensors")
-    return state, load_np(str(ts / "collector.safetensors"))
+    return state, arrays

@@ -2,13 +2,19 @@
 Off-policy: transitions go to the replay buffer and updates follow the UTD ratio. On-policy (Algorithm.on_policy,
 DPPO): decisions go to a RolloutStorage and the algorithm updates once per rollout of `rollout_steps` env steps per
 env; checkpoints are written only at rollout boundaries (so the rollout itself never needs saving and resume is
-exact). Algorithms never touch environments; this loop never touches gradients."""
+exact). Algorithms never touch environments; this loop never touches gradients.
+
+Resume changes no result (issue 19): a checkpoint holds everything the loop carries between env steps, the partial
+train/* window and the metrics.csv row count included, so a resumed run logs and trains exactly as an uninterrupted
+one. The checkpoint at the budget is written once, after the final evaluation's row; a run whose latest checkpoint is
+at its budget is finished and a resume of it changes nothing. SIGINT/SIGTERM checkpoint at the next safe point
+(between env steps) and exit 130/143 (train/runguard.py)."""
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -22,12 +28,16 @@ from flowft.critics.diagnostics import critic_diagnostic
 from flowft.data.buffer import ReplayBuffer
 from flowft.deploy import load_bc_actor
 from flowft.envs.make import make_vec_env, reset_vec_env
+from flowft.errors import ConfigError
 from flowft.registry import get_algorithm, get_task
-from flowft.train.checkpointing import load_checkpoint, save_checkpoint
+from flowft.train.checkpointing import kept_checkpoint_note, load_checkpoint, save_checkpoint
 from flowft.train.collector import ChunkCollector, env_states, restore_env_states
 from flowft.train.evaluate import evaluate
 from flowft.train.onpolicy import RolloutStorage
-from flowft.utils.checkpoint import latest_checkpoint
+from flowft.train.resuming import plan_resume
+from flowft.train.runguard import (LOCK_NAME, GracefulStop, RunInterrupted, RunLock, check_new_run_dir,
+                                   children_ignore_sigint, claim_run_dir, require_run_dir, require_simulator,
+                                   task_dims)
 from flowft.utils.config_io import to_dict, write_json
 from flowft.utils.logging import Logger, summary_line
 from flowft.utils.provenance import record as record_provenance
@@ -41,31 +51,113 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"--run.device {name}: CUDA is not available on this machine")
+        raise ConfigError(f"--run.device {name}: CUDA is not available on this machine")
     return dev
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
+    """<out_dir>/<run_name>, default <algo>-<task>-s<seed>-<time>; a default name that is taken gets -2, -3, ...
+    when the dir is created (runguard.claim_run_dir)."""
     name = cfg.run.run_name or f"{cfg.algo_name}-{cfg.run.task}-s{cfg.run.seed}-{datetime.now():%Y%m%d-%H%M%S}"
     return Path(cfg.run.out_dir) / name
 
 
+class _Clock:
+    """The time/* columns: throughput over this sitting and over the last log window, both without in-loop
+    evaluation time (update_frac = the learner's share of training wall time)."""
+
+    def __init__(self, steps0: int):
+        self.t0 = self._now = time.perf_counter()
+        self.steps0, self.t_update, self.t_eval = steps0, 0.0, 0.0
+        self.win = (self.t0, steps0, 0.0, 0.0)  # (time, env steps, update s, eval s) at the previous log row
+
+    def row(self, steps: int) -> dict[str, float]:
+        self._now = now = time.perf_counter()
+        dt, wdt = now - self.t0 - self.t_eval, now - self.win[0] - (self.t_eval - self.win[3])
+        return {"time/sps": (steps - self.steps0) / dt, "time/update_frac": self.t_update / dt,
+                "time/eval_s": self.t_eval, "time/sps_window": (steps - self.win[1]) / wdt,
+                "time/update_frac_window": (self.t_update - self.win[2]) / wdt}
+
+    def mark(self, steps: int) -> None:
+        self.win = (self._now, steps, self.t_update, self.t_eval)
+
+
 class Trainer:
-    def __init__(self, cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False):
+    def __init__(self, cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False,
+                 repair_metrics: bool = False):
+        """Cheap checks first (simulator extra, BC checkpoint dims and architecture, run dir lock, checkpoint
+        compatibility, metrics history, budget), then the expensive start-up (env workers, networks, buffer). A
+        resume of a finished run builds nothing (`finished` is True and run() changes nothing). A resume of a run
+        dir without a checkpoint starts over from its config. `repair_metrics` continues past a damaged
+        metrics.csv with its readable rows (the damaged file is copied aside)."""
         r = cfg.run
         if r.threads:
             torch.set_num_threads(r.threads)
-        seed_everything(r.seed)
         self.cfg, self.device, self.task = cfg, resolve_device(r.device), get_task(r.task)
+        self.H = self.task.chunk_len
         self.run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+        self.config_dict = {"algo_name": cfg.algo_name, **to_dict(cfg)}
+        self.env_steps, self.update_credit, self.resets, self.evals = 0, 0.0, 0, 0
+        self.recent: list[dict] = []  # the last EPISODE_WINDOW finished training episodes (train/episode_*)
+        self.train_window: dict[str, list[float]] = {}  # update stats since the last metrics row (checkpointed)
+        self.finished, self.final_eval = False, {}
+        self._lock = self.logger = self.venv = self.eval_venv = self._stop = None
+        self._extras: dict | None = None
+        try:
+            self._setup(resume, repair_metrics, explicit=run_dir is not None or r.run_name is not None)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, resume: bool, repair: bool, explicit: bool) -> None:
+        r = self.cfg.run
+        require_simulator(r.task)
+        self.dims = task_dims(self.task)
+        ckpt = history = None
+        if resume:
+            require_run_dir(self.run_dir)
+            self._lock = RunLock.acquire(self.run_dir / LOCK_NAME, f"run dir {self.run_dir}")
+            plan = plan_resume(self.run_dir, self.config_dict, self.dims, repair)
+            if plan.finished:
+                self.finished, self.env_steps, self.final_eval = True, plan.done, plan.final_eval
+                return
+            ckpt, history = plan.checkpoint, plan.history
+        if not resume and explicit:
+            check_new_run_dir(self.run_dir)
+        bc = None if ckpt is not None else self._check_bc()
+        if self._build():  # the task metadata's dims were not the envs': check the BC checkpoint again
+            bc = None if ckpt is not None else self._check_bc()
+        if ckpt is not None:
+            self._resume(ckpt)
+        else:
+            self.algo.init_from_bc(bc)
+            if not resume:
+                self.run_dir = claim_run_dir(self.run_dir, explicit)
+                self._lock = RunLock.acquire(self.run_dir / LOCK_NAME, f"run dir {self.run_dir}")
+                write_json(self.run_dir / "config.json", self.config_dict)
+            self.collector.start(reset_vec_env(self.venv, r.seed, stream=0))
+        record_provenance(self.run_dir)  # one line per sitting: which code made (or resumed) this run
+        self.logger = Logger(self.run_dir, r.log, self.config_dict, history=history)
+
+    def _check_bc(self) -> dict[str, torch.Tensor]:
+        if self.cfg.run.bc_checkpoint is None:
+            raise ConfigError("--run.bc-checkpoint is required: every method starts from a BC checkpoint "
+                              "(make one with `flowft pretrain`)")
+        return load_bc_actor(self.cfg.run.bc_checkpoint, self.dims, self.cfg.algo.policy)
+
+    def _build(self) -> bool:
+        """The expensive part: env workers, networks, buffer. Returns whether the envs' dims differ from the
+        task metadata's (then self.dims is corrected)."""
+        r, cfg = self.cfg.run, self.cfg
+        seed_everything(r.seed)  # the checks above built modules: every run starts its RNG streams here
         vec = None if r.vectorization == "auto" else r.vectorization
-        self.venv = make_vec_env(self.task, r.num_envs, vectorization=vec)
-        self.eval_venv = make_vec_env(self.task, r.eval_envs, vectorization=vec)
+        with children_ignore_sigint():
+            self.venv = make_vec_env(self.task, r.num_envs, vectorization=vec)
+            self.eval_venv = make_vec_env(self.task, r.eval_envs, vectorization=vec)
         self.obs_dim = int(np.prod(self.venv.single_observation_space.shape))
         self.act_dim = int(np.prod(self.venv.single_action_space.shape))
-        self.H = self.task.chunk_len
-        self.dims = {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "chunk_len": self.H}
-        self.config_dict = {"algo_name": cfg.algo_name, **to_dict(cfg)}
+        dims = {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "chunk_len": self.H}
+        changed, self.dims = dims != self.dims, dims
         self.algo: Algorithm = get_algorithm(cfg.algo_name).cls(cfg.algo, self.obs_dim, self.act_dim, self.H,
                                                                 self.device, r.seed)
         self.algo.enable_fast_path(r.compile, r.precision)  # before any weights load: it restores what it touches
@@ -73,32 +165,18 @@ class Trainer:
         self.buffer = None if self.on_policy else ReplayBuffer(r.num_envs, r.buffer_capacity, self.obs_dim,
                                                                self.act_dim, self.H, seed=r.seed)
         self.rollout = RolloutStorage(r.num_envs) if self.on_policy else None
-        self._extras: dict | None = None
         self.collector = ChunkCollector(self.venv, self.H, self.device)
-        self.env_steps, self.update_credit, self.resets, self.evals = 0, 0.0, 0, 0
-        self.recent: list[dict] = []  # the last EPISODE_WINDOW finished training episodes (train/episode_*)
-        if resume:
-            self._resume()
-        else:
-            if r.bc_checkpoint is None:
-                raise ValueError("--run.bc-checkpoint is required: every method starts from a BC checkpoint "
-                                 "(make one with `flowft pretrain`)")
-            self.algo.init_from_bc(load_bc_actor(r.bc_checkpoint, self.dims, cfg.algo.policy))
-            self.run_dir.mkdir(parents=True, exist_ok=False)
-            write_json(self.run_dir / "config.json", self.config_dict)
-            self.collector.start(reset_vec_env(self.venv, r.seed, stream=0))
-        record_provenance(self.run_dir)  # one line per sitting: which code made (or resumed) this run
-        self.logger = Logger(self.run_dir, r.log, self.config_dict, resume_step=self.env_steps if resume else None)
+        return changed
 
     # ----------------------------------------------------------------------------------------- resume
-    def _resume(self) -> None:
-        path = latest_checkpoint(self.run_dir)
+    def _resume(self, path: Path) -> None:
         state, arrays = load_checkpoint(path, self.config_dict, self.dims, self.algo, self.buffer)
         self.env_steps, self.update_credit = state["env_steps"], state["update_credit"]
         self.resets, self.evals = state["resets"] + 1, state["evals"]
-        # the train/episode_* window (last EPISODE_WINDOW finished episodes) continues across the resume; checkpoints
-        # written before it was saved have no "recent" and restart the window empty
+        # the windows continue across the resume: train/episode_* (last EPISODE_WINDOW finished episodes) and the
+        # train/* values since the last row; checkpoints written before they were saved restart them empty
         self.recent = state.get("recent", [])
+        self.train_window = state.get("train_window", {})
         if state["env_states"] is not None and env_states(self.venv) is not None:
             reset_vec_env(self.venv, self.cfg.run.seed, stream=0)
             restore_env_states(self.venv, state["env_states"])
@@ -110,7 +188,8 @@ class Trainer:
     def save(self) -> Path:
         loop_state = {"env_steps": self.env_steps, "update_credit": self.update_credit, "resets": self.resets,
                       "evals": self.evals, "env_states": env_states(self.venv),
-                      "recent": self.recent}  # JSON-safe: the collector's episode dicts hold int/float/bool
+                      "recent": self.recent,  # JSON-safe: the collector's episode dicts hold int/float/bool
+                      "train_window": self.train_window, "metrics": self.logger.state()}
         return save_checkpoint(self.run_dir / "checkpoints", self.env_steps, self.config_dict, self.dims, self.algo,
                                self.buffer if self.cfg.run.save_buffer and not self.on_policy else None, loop_state,
                                self.collector.state_arrays(), self.cfg.run.keep_checkpoints)
@@ -140,7 +219,7 @@ class Trainer:
                                   res.next_obs, res.success)
         self.recent = (self.recent + res.finished)[-EPISODE_WINDOW:]
 
-    def _step_and_train(self, train_stats: dict[str, list[float]]) -> float:
+    def _step_and_train(self) -> float:
         """One env step of every env, then the updates it pays for; returns the seconds spent updating.
         With run.overlap_updates (off-policy only) the updates run while an AsyncVectorEnv's workers step, so they
         sample a buffer without this step's N transitions (one env step stale); the order is the same for sync
@@ -153,97 +232,93 @@ class Trainer:
         if not overlap:
             self._store(self.collector.step_wait())
         tu = time.perf_counter()
-        self._train(train_stats)
+        self._train()
         t_update = time.perf_counter() - tu
         if overlap:
             self._store(self.collector.step_wait())
         return t_update
 
-    def _train(self, train_stats: dict[str, list[float]]) -> None:
-        r = self.cfg.run
+    def _train(self) -> None:
+        r, window = self.cfg.run, self.train_window
         if self.on_policy:  # update at the rollout boundary (or at the end of the budget), then replan every env
             if self.rollout.steps >= self.algo.rollout_steps or self.env_steps >= r.env_steps:
                 for k, v in self.algo.update_rollout(self.rollout).items():
-                    train_stats.setdefault(k, []).append(v)
+                    window.setdefault(k, []).append(float(v))  # floats: a JSON round trip keeps them exactly
                 self.rollout.clear()
                 self.collector.flush()
         elif self.env_steps >= r.start_training:
             self.update_credit += r.num_envs * r.utd
             while self.update_credit >= 1.0:
                 for k, v in self.algo.update(self.buffer).items():
-                    train_stats.setdefault(k, []).append(v)
+                    window.setdefault(k, []).append(float(v))
                 self.update_credit -= 1.0
 
     def run(self, stop_at: int | None = None) -> dict[str, float]:
-        """Train to the budget. `stop_at` ends the loop early right after the checkpoint at that env step, as if
-        the process had been killed there (used by the resume tests). Env worker processes are always closed."""
+        """Train to the budget; returns the final evaluation. `stop_at` ends the loop early right after the
+        checkpoint at that env step, as if the process had been killed there (used by the resume tests). A
+        finished run returns its recorded final evaluation and changes nothing. Env worker processes are always
+        closed and the run dir unlocked."""
         try:
-            return self._run(stop_at)
+            if self.finished:
+                print(f"{self.run_dir} is finished ({self.env_steps} env steps, budget {self.cfg.run.env_steps}, "
+                      f"final evaluation recorded): nothing to do. Train it further with `flowft resume "
+                      f"{self.run_dir} --env-steps N`", file=sys.stderr)
+                return dict(self.final_eval)
+            with GracefulStop(self.run_dir) as self._stop:
+                return self._run(stop_at)
         finally:
             self.close()
 
     def close(self) -> None:
         for venv in (self.venv, self.eval_venv):
-            venv.close()
+            if venv is not None:
+                venv.close()
+        if self.logger is not None:
+            self.logger.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _crossed(self, every: int) -> bool:
+        return self.env_steps % every < self.cfg.run.num_envs
 
     def _run(self, stop_at: int | None) -> dict[str, float]:
         r = self.cfg.run
         last_eval: dict[str, float] = {}
         last_eval_step = -1
-        if self.env_steps == 0:
+        if self.env_steps == 0 and self.evals == 0:
             last_eval, last_eval_step = self.evaluate_now(), 0
             self.logger.log(last_eval, 0, self.algo.grad_steps)
             print(summary_line(last_eval, 0), file=sys.stderr)
         bar = tqdm(total=r.env_steps, initial=self.env_steps, unit="step", dynamic_ncols=True,
                    disable=not (r.log.progress and sys.stderr.isatty()))
-        train_stats: dict[str, list[float]] = {}
-        t0, steps0, t_update, t_eval = time.perf_counter(), self.env_steps, 0.0, 0.0
-        win = (t0, steps0, 0.0, 0.0)  # (time, env steps, update s, eval s) at the previous log row
-        ckpt_due = False
+        clock, ckpt_due, saved_at = _Clock(self.env_steps), False, -1
         try:
+            self._maybe_stop(bar, saved_at)  # a signal during the first evaluation
             while self.env_steps < r.env_steps:
-                t_update += self._step_and_train(train_stats)
+                clock.t_update += self._step_and_train()
                 bar.update(r.num_envs)
-                crossed = lambda every: self.env_steps % every < r.num_envs  # noqa: E731
-                if crossed(r.log.log_every) or crossed(r.eval_every):
-                    row = {f"train/{k}": float(np.mean(v)) for k, v in train_stats.items()}
-                    row.update(self._episode_stats())
-                    row.update(self._critic_diag())
-                    dt = time.perf_counter() - t0
-                    # sps excludes in-loop evaluation time; update_frac = learner share of training wall time
-                    row.update({"time/sps": (self.env_steps - steps0) / (dt - t_eval),
-                                "time/update_frac": t_update / (dt - t_eval), "time/eval_s": t_eval})
-                    # the same over the last log window only (throughput once training runs, no warm-up phase)
-                    now, wdt = time.perf_counter(), time.perf_counter() - win[0] - (t_eval - win[3])
-                    row.update({"time/sps_window": (self.env_steps - win[1]) / wdt,
-                                "time/update_frac_window": (t_update - win[2]) / wdt})
-                    if crossed(r.eval_every) or self.env_steps >= r.env_steps:
-                        te = time.perf_counter()
-                        last_eval, last_eval_step = self.evaluate_now(), self.env_steps
-                        t_eval += time.perf_counter() - te
-                        row["time/eval_s"] = t_eval  # in-loop evaluation seconds so far, this eval included
-                        row.update(last_eval)
-                        print(summary_line(row, self.env_steps), file=sys.stderr)
-                        if r.plot:
-                            self._plot()
-                    self.logger.log(row, self.env_steps, self.algo.grad_steps)
-                    win = (now, self.env_steps, t_update, t_eval)
-                    bar.set_postfix(succ=f"{row.get('train/episode_success', float('nan')):.2f}",
-                                    sps=f"{row['time/sps']:.0f}")
-                    train_stats = {}
-                ckpt_due = ckpt_due or crossed(r.ckpt_every)
-                if ckpt_due and not (self.on_policy and self.rollout.steps):  # on-policy: rollout boundaries only
-                    ckpt_due = False
+                if self._crossed(r.log.log_every) or self._crossed(r.eval_every):
+                    ev = self._log_row(clock, bar)
+                    if ev:
+                        last_eval, last_eval_step = ev, self.env_steps
+                ckpt_due = ckpt_due or self._crossed(r.ckpt_every)
+                # the checkpoint at the budget is written once, after the final evaluation (below); on-policy:
+                # at rollout boundaries only
+                if ckpt_due and self.env_steps < r.env_steps and not (self.on_policy and self.rollout.steps):
+                    ckpt_due, saved_at = False, self.env_steps
                     self.save()
                     if stop_at is not None and self.env_steps >= stop_at:
                         bar.close()
                         self.logger.close()
                         return last_eval
+                if self.env_steps < r.env_steps:
+                    self._maybe_stop(bar, saved_at)
         except DivergenceError as err:
             bar.close()
-            (self.run_dir / "DIVERGED.txt").write_text(f"{err}\nat env step {self.env_steps}\n")
-            print(f"training diverged: {err}. The last good checkpoint is kept; nothing was saved after it.",
-                  file=sys.stderr)
+            kept = kept_checkpoint_note(self.run_dir)  # re-checked: intact (manifest) and finite
+            (self.run_dir / "DIVERGED.txt").write_text(f"{err}\nat env step {self.env_steps}\n{kept}\n")
+            print(f"training diverged: {err}. {kept}", file=sys.stderr)
             self.logger.close()
             raise
         bar.close()
@@ -255,6 +330,48 @@ class Trainer:
             self._plot()
         self.logger.close()
         return last_eval
+
+    def _log_row(self, clock: _Clock, bar) -> dict[str, float]:
+        """One metrics row: the train/* window, training episodes, critic diagnostic, throughput, and an
+        evaluation when one is due (returned; {} when none)."""
+        r = self.cfg.run
+        row = {f"train/{k}": float(np.mean(v)) for k, v in self.train_window.items()}
+        row.update(self._episode_stats())
+        row.update(self._critic_diag())
+        row.update(clock.row(self.env_steps))
+        ev: dict[str, float] = {}
+        if self._crossed(r.eval_every) or self.env_steps >= r.env_steps:
+            te = time.perf_counter()
+            ev = self.evaluate_now()
+            clock.t_eval += time.perf_counter() - te
+            row["time/eval_s"] = clock.t_eval  # in-loop evaluation seconds so far, this eval included
+            row.update(ev)
+            print(summary_line(row, self.env_steps), file=sys.stderr)
+            if r.plot:
+                self._plot()
+        self.logger.log(row, self.env_steps, self.algo.grad_steps)
+        clock.mark(self.env_steps)
+        bar.set_postfix(succ=f"{row.get('train/episode_success', float('nan')):.2f}", sps=f"{row['time/sps']:.0f}")
+        self.train_window = {}
+        return ev
+
+    def _maybe_stop(self, bar, saved_at: int) -> None:
+        """After a SIGINT/SIGTERM: checkpoint here (a safe point: between env steps, no update running), say how
+        to continue, and exit 130/143. On-policy runs mid-rollout keep their last checkpoint (rollouts are not
+        saved)."""
+        if self._stop is None or self._stop.signum is None:
+            return
+        bar.close()
+        if self.on_policy and self.rollout.steps:
+            what = "the current rollout is not saved (on-policy checkpoints are written at rollout boundaries)"
+        else:
+            if saved_at != self.env_steps:
+                self.save()
+            what = f"checkpoint {self.env_steps:010d} written"
+        self.logger.close()
+        print(f"stopped by {signal.Signals(self._stop.signum).name} at {self.env_steps} env steps; {what}. "
+              f"Continue with: flowft resume {self.run_dir}", file=sys.stderr)
+        raise RunInterrupted(self._stop.signum)
 
     def _episode_stats(self) -> dict[str, float]:
         if not self.recent:

@@ -9,6 +9,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from flowft.utils.validate import deferred
+
 T = TypeVar("T")
 
 
@@ -55,7 +57,8 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
     unknown = set(data) - names
     if unknown:
         raise ValueError(f"config {where or cls.__name__}: unknown field(s) {sorted(unknown)}")
-    kwargs = {k: _convert(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
+    with deferred():  # nested configs are checked by cls's own check, under their full flag names
+        kwargs = {k: _convert(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)
 
 

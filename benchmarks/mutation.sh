@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Mutation testing of OGPO's core (issue 22) with mutmut 3 (PyPI), over the fast tests of each target. Not part of
+# CI (tens of minutes per target on 2 busy cores). Never touches this working tree: the tree (tracked + untracked,
+# not ignored files; docs/results/ left out) is copied to a scratch directory and mutmut runs there; the results
+# land in OUT.
+#
+#   bash benchmarks/mutation.sh OUT [TARGET ...]
+#
+# TARGET: a file or directory under src/flowft (default: the five below). Run one target at a time on a busy
+# machine (nice -n 19). Each target writes OUT/<name>/{status.txt (one line per mutant), survivors.txt,
+# survivors.diff (`mutmut show` of each survivor), results.txt} and appends its score to OUT/summary.txt.
+# Environment:
+#   MUTATION_JOBS   parallel test processes (default 1; mutmut's own default is the CPU count)
+#   MUTATION_TESTS  pytest files for every target (default: the target's fast tests, `tests_for` below)
+#   MUTATION_TIMEOUT_MULTIPLIER  a mutant times out after this x its tests' clean duration (default 50)
+#   KEEP_SCRATCH=1  keep the scratch copy (its mutants/ dir: `mutmut show NAME` / `mutmut apply NAME` there)
+# Needs: pip install 'mutmut==3.8.1'. docs/testing.md records the last score and what each survivor means.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:?usage: bash benchmarks/mutation.sh OUT [TARGET ...]}
+shift || true
+TARGETS=("$@")
+if [ ${#TARGETS[@]} -eq 0 ]; then
+  TARGETS=(src/flowft/objectives src/flowft/critics src/flowft/policies/sde.py src/flowft/data/buffer.py
+           src/flowft/algos/ogpo.py)
+fi
+
+tests_for() {  # the fast tests that exercise a target (mutmut then runs, per mutant, those that cover its function)
+  case "$1" in
+    src/flowft/objectives*) echo tests/test_objectives.py tests/test_mechanisms.py tests/test_extraction.py \
+                                 tests/test_gaussian_sac.py tests/test_dppo.py ;;
+    src/flowft/critics*) echo tests/test_critic.py tests/test_td_targets.py tests/test_critic_diag.py \
+                              tests/test_mechanisms.py ;;
+    src/flowft/policies/sde.py) echo tests/test_sde.py tests/test_dppo.py tests/test_mechanisms.py ;;
+    src/flowft/data/buffer.py) echo tests/test_buffer.py tests/test_misc.py tests/test_critic_diag.py \
+                                    tests/test_mechanisms.py ;;
+    src/flowft/algos/ogpo.py) echo tests/test_mechanisms.py tests/test_objectives.py tests/test_ogpo_acting.py \
+                                   tests/test_extraction.py ;;
+    *) echo tests/test_mechanisms.py tests/test_objectives.py ;;
+  esac
+}
+# the toy training runs (smoke + resume) and the compiled / reduced-precision variants are not fast tests: minutes
+# each, and mutmut would rerun them for every mutant they cover
+DESELECT="not smoke and not resume and not training_logs and not every_precision"
+JOBS=${MUTATION_JOBS:-1}
+python -c "import mutmut" 2>/dev/null || { echo "mutmut is not installed: pip install 'mutmut==3.8.1'" >&2; exit 2; }
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+SRC=$(pwd)
+
+for target in "${TARGETS[@]}"; do
+  [ -e "$target" ] || { echo "no such target: $target" >&2; exit 2; }
+  name=$(echo "${target#src/flowft/}" | tr '/' '_' | sed 's/\.py$//')
+  scratch=$(mktemp -d "${TMPDIR:-/tmp}/flowft-mutation-XXXXXX")
+  git ls-files -co --exclude-standard -z | grep -zv '^docs/results/' | xargs -0 cp --parents -t "$scratch"
+  if [ -d "$target" ]; then pattern="$target/*"; else pattern="$target"; fi
+  tests=${MUTATION_TESTS:-$(tests_for "$target")}
+  cat > "$scratch/setup.cfg" <<CFG
+[mutmut]
+source_paths = src
+only_mutate = $pattern
+pytest_add_cli_args_test_selection =
+$(for t in $tests; do printf '    %s\n' "$t"; done)
+pytest_add_cli_args =
+    -p
+    no:cacheprovider
+    -m
+    not slow and not gpu and not sim
+    -k
+    $DESELECT
+use_git_change_detection = False
+# a busy machine's tests vary a lot in duration: mutmut's default (15x the clean run) reports spurious timeouts
+timeout_multiplier = ${MUTATION_TIMEOUT_MULTIPLIER:-50}
+CFG
+  echo "== $target: mutmut in $scratch over $tests ($(date -u +%FT%TZ))"
+  start=$(date +%s)
+  (cd "$scratch" && OMP_NUM_THREADS=1 mutmut run --max-children "$JOBS" > "$OUT/$name.run.log" 2>&1) || true
+  mkdir -p "$OUT/$name"
+  (cd "$scratch" && mutmut results --all true > "$OUT/$name/results.txt" 2>&1) || true
+  grep -E '^\s*\S+: ' "$OUT/$name/results.txt" | sed 's/^ *//' > "$OUT/$name/status.txt" || true
+  total=$(wc -l < "$OUT/$name/status.txt")
+  checked=$(grep -vc ': not checked$' "$OUT/$name/status.txt" || true)
+  killed=$(grep -Ec ': killed$' "$OUT/$name/status.txt" || true)
+  timeouts=$(grep -Ec ': timeout$' "$OUT/$name/status.txt" || true)
+  if [ "$checked" -eq 0 ]; then
+    echo "$target: mutmut checked no mutant; the end of $OUT/$name.run.log:" >&2
+    tr '\r' '\n' < "$OUT/$name.run.log" | grep -v '^\s*$' | tail -20 >&2
+  fi
+  grep -Ev ': (killed|timeout|not checked)$' "$OUT/$name/status.txt" > "$OUT/$name/survivors.txt" || true
+  : > "$OUT/$name/survivors.diff"
+  while IFS=: read -r mutant status; do
+    { echo "## $mutant:$status"; (cd "$scratch" && mutmut show "$mutant" 2>&1); } >> "$OUT/$name/survivors.diff" || true
+  done < "$OUT/$name/survivors.txt"
+  elapsed=$(( $(date +%s) - start ))
+  printf '%s: %s killed / %s mutants (%s checked; %s timed out), %s survive, %s s (%s)\n' "$target" "$killed" \
+    "$total" "$checked" "$timeouts" "$(wc -l < "$OUT/$name/survivors.txt")" "$elapsed" "$(date -u +%FT%TZ)" \
+    | tee -a "$OUT/summary.txt"
+  if [ "${KEEP_SCRATCH:-0}" = 1 ]; then echo "kept $scratch"; else rm -rf "$scratch"; fi
+done

@@ -1,0 +1,124 @@
+"""OGPOConfig: every knob of OGPO, OGPO+, OGPO+CA and the policy-extraction ablations (algos/ogpo.py), with the
+range of each value, checked when the config is built (utils/validate.py). A module of its own so that ogpo.py stays
+one readable algorithm file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from flowft.critics.ensemble import Aggregation, CriticConfig
+from flowft.objectives.advantages import AdvantageKind
+from flowft.objectives.awr import AWRMode
+from flowft.policies.flow import FlowPolicyConfig
+from flowft.utils.validate import INT_NONNEG, INT_POS, NONNEG, POS, RATE, UNIT, check, integer, number, rules
+
+
+@dataclass(frozen=True)
+class OGPOConfig:
+    policy: FlowPolicyConfig = field(default_factory=FlowPolicyConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    gamma: float = 0.99
+    """Discount (0.99 square/kitchen, 0.999 transport/toolhang, 0.95 Adroit)."""
+    batch_size: int = 256
+    """Replay chunks per update; the critic uses all of them, the actor the first `ppo_batch_size` states."""
+    ppo_batch_size: int = 256
+    group_size: int = 32
+    """G imagined SDE chains per state (`group_num_samples`)."""
+    clip_eps: float = 0.01
+    """PPO clip on the normalised whole-chain ratio."""
+    advantage: AdvantageKind = "conservative"
+    """vanilla (OGPO) | conservative sign-consensus (OGPO+CA) | penultimate."""
+    normalize_group: bool = False
+    """GRPO-style division by the group std (off in OGPO; the ablation says it hurts)."""
+    adv_clip_min: float | None = None
+    """Lower clip on advantages (0 gives OGPO-NN, 'no negative')."""
+    target_agg: Aggregation = "mean"
+    """Critic TD target aggregation over heads (mean in OGPO; min is the pessimistic ablation)."""
+    bc_coeff: float = 1.0
+    """lambda_BC of the flow-matching cloning term (OGPO+); 0 disables it."""
+    bc_source: Literal["success", "replay"] = "success"
+    """success: success-buffer batch, falling back to the replay batch before any success (the reference)."""
+    best_of_n: int = 8
+    """Acting: N SDE samples from the target actor, execute argmax of `bon_agg` target Q (1 = plain SDE)."""
+    bon_agg: Aggregation = "subsample"
+    """Best-of-N score over heads: subsample = min over one random pair per call; subsample_each = an independent
+    pair per (state, candidate), drawn with replacement (the reference; the paper preset uses it)."""
+    bon_after_updates: int = 0
+    """Act with one SDE sample until this many updates, then Best-of-N. 0 = Best-of-N from the start (reference).
+    An untrained critic's argmax picks worse chunks than a plain SDE sample (Lift: 0.16-0.38 vs 0.84 success), so
+    the CPU presets wait for the critic (docs/tasks.md)."""
+    actor_lr: float = 4.5e-5
+    actor_lr_floor: float = 2e-5
+    lr_warmup: int = 2000
+    lr_cycle: int = 50_000
+    critic_lr: float = 4.5e-5
+    """The reference code gives the online critic ppo_lr too (algorithm_reference §1.4)."""
+    weight_decay: float = 1e-5
+    grad_clip: float = 1000.0
+    tau_actor: float = 0.005
+    tau_critic: float = 0.05
+    drop_partial_chunks: bool = True
+    """Weight the TD loss by valid[-1] (reference): chunks crossing an episode end before their last step are
+    skipped. False uses them with exact n-step targets."""
+    microbatch_chains: int | None = None
+    """Chains per micro-batch for the teacher-forced log-prob and the imagined-Q pass (0 = all at once; None =
+    1024 on CPU, all at once on CUDA). The PPO loss is a mean over independent chains, so gradient accumulation
+    over micro-batches is exact; on CPU it keeps the paper config's [G*B*K, 512] activations cache-sized, on an
+    H100 one slice was faster (paper update 73 -> 55 ms; docs/benchmarks.md)."""
+    critic_warmup: int = 0
+    """Updates at the start of the online phase that train only the critic (the actor waits for a critic that
+    has seen data; the reference's `q_warmup_steps`, 0 in its scripts)."""
+    success_critic_step: bool = False
+    """Extra TD step on a success-buffer batch (`use_success_buffer_q`, square/transport scripts)."""
+    extraction: Literal["ppo", "awr", "awr_fm", "fpo", "bptt"] = "ppo"
+    """Actor objective (§1.9, §4.4, §4.6): ppo = OGPO's clipped chain ratio; awr = AW-OGPO, clipped exp(A/beta)
+    weights replace A there; awr_fm = weighted CFM on G target-actor ODE samples per state; fpo = CFM-loss ratio
+    exp(L_old - L_new) on them, clipped; bptt = max `target_agg` target Q backpropagated through the ODE sampler."""
+    awr_mode: AWRMode = "symmetric"
+    awr_beta: float = 10.0
+    """AWR temperature (`scripts/ogpo_awr/square.sh`)."""
+    awr_beta_neg: float | None = None
+    """Asymmetric mode's temperature for A <= 0; None = infinite (w = 1, the reference's exp(max(0, A)/beta))."""
+    awr_weight_max: float = 20.0
+    n_mc: int = 16
+    """(tau, eps) Monte-Carlo pairs per sample for the awr_fm / fpo CFM losses (`awr_n_mc`, `fpo_n_mc`)."""
+    fpo_per_sample: bool = True
+    """FPO++: clip each (tau, eps) draw's ratio separately; False = FPO, one ratio from the averaged losses."""
+    fpo_aspo: bool = False
+    """FPO++'s asymmetric trust region (SPO penalty for A <= 0); off in the reference script."""
+    fpo_huber_delta: float | None = 1.0
+    """Huber CFM loss in the FPO ratio (reference script); None = squared error."""
+    fpo_loss_clamp: float = 4.0
+    fpo_diff_clamp: float = 5.0
+    bptt_samples: int = 4
+    """Fixed start noises per state for BPTT (`bptt_num_samples`)."""
+    grad_diag_every: int = 50
+    """Log the imagined actions' variance along / orthogonal to grad_a Q every this many updates (0 = off)."""
+
+    def __post_init__(self):
+        check(self, _RULES, "algo.", lambda c, flag: [
+            (c.ppo_batch_size <= c.batch_size, "ppo_batch_size", f"must be <= {flag('batch_size')} ({c.batch_size})"),
+            (c.actor_lr_floor <= c.actor_lr, "actor_lr_floor", f"must be <= {flag('actor_lr')} ({c.actor_lr})"),
+            (c.lr_warmup <= c.lr_cycle, "lr_warmup", f"must be <= {flag('lr_cycle')} ({c.lr_cycle})"),
+            # the penultimate advantage reads the 2nd smallest / 2nd largest head
+            (c.advantage != "penultimate" or c.critic.num_heads >= 2, "critic.num_heads",
+             f"must be >= 2 with {flag('advantage')} penultimate")])
+
+
+_RULES = rules({
+    ("batch_size", "ppo_batch_size", "best_of_n", "n_mc", "bptt_samples", "lr_cycle"): INT_POS,
+    "group_size": integer(2, note="the group Monte-Carlo baseline needs 2 chains"),
+    ("bon_after_updates", "lr_warmup", "critic_warmup"): INT_NONNEG,
+    "grad_diag_every": integer(0, note="0 = off"),
+    "microbatch_chains": integer(0, note="0 = all at once", none="1024 on CPU, all at once on CUDA"),
+    "gamma": UNIT,
+    ("tau_actor", "tau_critic"): RATE,
+    ("clip_eps", "actor_lr", "critic_lr", "grad_clip", "awr_beta", "awr_weight_max", "fpo_loss_clamp",
+     "fpo_diff_clamp"): POS,
+    ("actor_lr_floor", "weight_decay"): NONNEG,
+    "bc_coeff": number(ge=0, note="0 = no cloning term"),
+    "awr_beta_neg": number(gt=0, none="infinite"),
+    "fpo_huber_delta": number(gt=0, none="squared error"),
+    "adv_clip_min": number(none="no clip"),
+})
