@@ -12,7 +12,8 @@
 # Environment:
 #   MUTATION_JOBS   parallel test processes (default 1; mutmut's own default is the CPU count)
 #   MUTATION_TESTS  pytest files for every target (default: the target's fast tests, `tests_for` below)
-#   MUTATION_TIMEOUT_MULTIPLIER  a mutant times out after this x its tests' clean duration (default 50)
+#   MUTATION_TIMEOUT_MULTIPLIER, MUTATION_TIMEOUT_CONSTANT  a mutant times out after multiplier x its tests' clean
+#                   duration + constant seconds (default 50 x + 30 s: a busy machine's durations vary a lot)
 #   KEEP_SCRATCH=1  keep the scratch copy (its mutants/ dir: `mutmut show NAME` / `mutmut apply NAME` there)
 # Needs: pip install 'mutmut==3.8.1'. docs/testing.md records the last score and what each survivor means.
 set -euo pipefail
@@ -71,6 +72,7 @@ pytest_add_cli_args =
 use_git_change_detection = False
 # a busy machine's tests vary a lot in duration: mutmut's default (15x the clean run) reports spurious timeouts
 timeout_multiplier = ${MUTATION_TIMEOUT_MULTIPLIER:-50}
+timeout_constant = ${MUTATION_TIMEOUT_CONSTANT:-30}
 CFG
   echo "== $target: mutmut in $scratch over $tests ($(date -u +%FT%TZ))"
   start=$(date +%s)

@@ -22,7 +22,7 @@ import torch
 
 from helpers import final_weights, make_bc_checkpoint
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # ~25 sittings of a 2400-step run
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # 25 sittings of a 1280-step run: ~5 min on 2 idle cores
 
 KILLS = 24  # kill sittings before the run is let finish (>= 20 required)
 STEPS = 1280

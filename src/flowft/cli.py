@@ -14,6 +14,8 @@ from typing import Literal
 
 import tyro
 
+from flowft.utils.validate import parse_cli
+
 VERBS = ("demos", "pretrain", "train", "eval", "resume", "plot", "report", "bench", "info", "quickstart")
 USAGE = f"""usage: flowft {{{','.join(VERBS)}}} ...
 
@@ -84,7 +86,7 @@ def cmd_pretrain(argv: list[str]) -> int:
 
     task, size, rest = _prescan(argv, "toy")
     default = bc_preset(task, size, demos="")
-    cfg = tyro.cli(BCConfig, default=default, args=rest, prog="flowft pretrain",
+    cfg = parse_cli(BCConfig, default=default, args=rest, prog="flowft pretrain",
                    description=f"BC pretraining with clipping. Preset chosen by --task ({task}) and --size ({size}).")
     if not cfg.demos:
         raise SystemExit("flowft pretrain: --demos FILE is required (make one with `flowft demos`)")
@@ -105,7 +107,7 @@ def cmd_train(argv: list[str]) -> int:
     algo, (task, size, rest) = argv[0], _prescan(argv[1:], "toy")
     spec = get_algorithm(algo)
     default = train_preset(algo, task, size)
-    cfg = tyro.cli(TrainConfig[spec.cfg_cls], default=default, args=rest, prog=f"flowft train {algo}",
+    cfg = parse_cli(TrainConfig[spec.cfg_cls], default=default, args=rest, prog=f"flowft train {algo}",
                    description=f"{spec.doc}. Preset: --task {task} --size {size}.")
     cfg = TrainConfig(algo_name=algo, run=cfg.run, algo=cfg.algo)
     trainer = Trainer(cfg)
