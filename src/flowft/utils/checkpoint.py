@@ -26,7 +26,7 @@ from torch import nn
 
 from flowft.errors import CheckpointError
 from flowft.utils.config_io import write_json
-from flowft.utils.manifest import CheckpointWarning, check_dir, write_manifest
+from flowft.utils.manifest import CheckpointWarning, check_dir, fsync_path, write_manifest
 
 __all__ = ["CheckpointError", "CheckpointWarning", "IncompatibleCheckpointError", "NoCheckpointError",
            "atomic_dir", "commit_dir", "latest_checkpoint", "load_modules", "load_optimizers", "nonfinite",
@@ -152,14 +152,6 @@ def atomic_dir(final: Path) -> Path:
     return tmp
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def commit_dir(tmp: Path, final: Path) -> None:
     """Seal `tmp` with its manifest, then rename it to `final`. Replacing an existing `final` takes two renames;
     a crash between them leaves `final.old` + `final.tmp`, both complete, which lookups and
@@ -174,7 +166,7 @@ def commit_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old)
     else:
         os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_path(final.parent)  # the renames reach the disk
 
 
 # ------------------------------------------------------------------------------------------------ lookup

@@ -54,7 +54,8 @@ def _digest(path: Path) -> tuple[int, str]:
     return size, h.hexdigest()
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (a directory's fsync makes the renames inside it durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -68,14 +69,14 @@ def write_manifest(directory: Path) -> None:
     files = {}
     for p in sorted(directory.rglob("*")):
         if p.is_file() and p.name != MANIFEST:
-            _fsync(p)
+            fsync_path(p)
             size, sha = _digest(p)
             files[p.relative_to(directory).as_posix()] = {"size": size, "sha256": sha}
     out = directory / MANIFEST
     out.write_text(json.dumps({"format": MANIFEST_FORMAT, "files": files}, indent=1, sort_keys=True))
-    _fsync(out)
+    fsync_path(out)
     for d in {directory, *((directory / f).parent for f in files)}:
-        _fsync(d)
+        fsync_path(d)
 
 
 def _step_of(path: Path) -> int | None:
