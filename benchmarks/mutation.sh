@@ -54,6 +54,9 @@ for target in "${TARGETS[@]}"; do
   name=$(echo "${target#src/flowft/}" | tr '/' '_' | sed 's/\.py$//')
   scratch=$(mktemp -d "${TMPDIR:-/tmp}/flowft-mutation-XXXXXX")
   git ls-files -co --exclude-standard -z | grep -zv '^docs/results/' | xargs -0 cp --parents -t "$scratch"
+  # mutmut forks each mutant's test run from a process that has run torch: with an intra-op thread pool there
+  # (tests/conftest.py asks for 2 threads) a forked child can hang on it, so the scratch copy runs single-threaded
+  sed -i 's/^torch.set_num_threads(.*)$/torch.set_num_threads(1)/' "$scratch/tests/conftest.py"
   if [ -d "$target" ]; then pattern="$target/*"; else pattern="$target"; fi
   tests=${MUTATION_TESTS:-$(tests_for "$target")}
   cat > "$scratch/setup.cfg" <<CFG

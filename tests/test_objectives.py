@@ -70,6 +70,24 @@ def test_penultimate_variant_uses_second_extremes():
     assert consensus_advantage(q, penultimate=True)[0, 0].item() == pytest.approx(0.5)
 
 
+def test_penultimate_consensus_sorts_heads_per_sample():
+    """M = 5 heads in shuffled order (per-head baselines differ): 2nd smallest / 2nd largest per sample, through
+    advantages(q, "penultimate") too. Sample 0: A = (1, -0.2, 2, 0.5, 3) -> sorted (-0.2, 0.5, 1, 2, 3): the 2nd
+    smallest 0.5 > 0 -> 0.5; sample 1 mirrors it: (-3, -2, -1, -0.5, 0.2): the 2nd largest -0.5 < 0 -> -0.5."""
+    a = torch.tensor([1.0, -0.2, 2.0, 0.5, 3.0])
+    q = (torch.stack([a, -a]) + torch.tensor([5.0, -1.0, 0.0, 3.0, 8.0])).unsqueeze(-1)
+    torch.testing.assert_close(consensus_advantage(q, penultimate=True), torch.tensor([[0.5], [-0.5]]))
+    torch.testing.assert_close(advantages(q, "penultimate"), torch.tensor([[0.5], [-0.5]]))
+    torch.testing.assert_close(advantages(q, "conservative"), torch.tensor([[0.0], [0.0]]))  # one dissenting head
+
+
+def test_group_std_normalisation_adds_eps_to_the_std():
+    """A spread comparable to eps: A = +-1e-6, group std sqrt(2) 1e-6 -> A / (std + eps) = +-1 / (sqrt(2) + 1)."""
+    q = torch.tensor([[[0.0]], [[2e-6]]], dtype=torch.float64)
+    expected = torch.tensor([[-1.0], [1.0]], dtype=torch.float64) / (2**0.5 + 1)
+    torch.testing.assert_close(advantages(q, "vanilla", normalize_group=True, eps=1e-6), expected)
+
+
 def test_group_std_normalisation_flag():
     q = torch.tensor([[[0.0]], [[2.0]], [[4.0]]])  # [G=3, M=1, B=1]
     raw = advantages(q, "vanilla")
