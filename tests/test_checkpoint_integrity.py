@@ -18,11 +18,13 @@ from safetensors.numpy import load_file as load_np, save_file as save_np
 from safetensors.torch import load_file, save_file
 
 from flowft.algos.base import DivergenceError
+from flowft.bench.runner import checkpoint_step
 from flowft.data.buffer import ReplayBuffer
 from flowft.deploy import load_policy
 from flowft.errors import CheckpointError
 from flowft.train.checkpointing import rotate_checkpoints
 from flowft.train.loop import Trainer
+from flowft.train.runguard import has_checkpoint
 from flowft.utils.checkpoint import NoCheckpointError, latest_checkpoint
 from flowft.utils.manifest import MANIFEST, CheckpointWarning, check_dir, write_manifest
 from helpers import make_bc_checkpoint, tiny_train_config
@@ -266,11 +268,40 @@ def test_crash_between_the_two_renames_of_commit_dir(run):
     shutil.copytree(c.with_name(c.name + ".old"), c.with_name(c.name + ".tmp"))
     path, warned = lookup(run_dir)
     assert path.name == "0000000640.old" and not warned  # read-only: eval may run while a trainer writes
+    assert checkpoint_step(run_dir) == 640  # the bench runner reads the step of a `.old` copy too
     load_policy(run_dir)
     t = resumed(cfg, run_dir)  # the resuming process settles the copies
     assert t.env_steps == 640
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["0000000320", "0000000640", "last.txt"]
     assert check_dir(c).verified
+
+
+def test_resuming_a_finished_run_settles_copies_a_crash_left(run, capfd):
+    """A finished run never saves again, so its resume is where the 62 MB `.tmp`/`.old` copies get cleaned up."""
+    cfg, run_dir = run
+    c = ckpt(run_dir, 640)
+    shutil.copytree(c, c.with_name(c.name + ".old"))
+    shutil.copytree(c, c.with_name(c.name + ".tmp"))
+    t = Trainer(cfg, run_dir=run_dir, resume=True)
+    t.close()
+    assert t.finished
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["0000000320", "0000000640", "last.txt"]
+    assert "removed stale" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("pointer, dirs, expected", [
+    ("0000000160", (), True),  # a checkpoint existed and is lost: resume must stop, not start over
+    ("", (), False), ("garbage\n", (), False), ("\x00\x00", (), False),
+    ("", ("0000000160.tmp",), False),  # a half-written first checkpoint is not one
+    ("", ("0000000160.old",), True), (None, ("0000000160",), True)])
+def test_has_checkpoint_trusts_step_dirs_and_a_pointer_to_a_step_only(tmp_path, pointer, dirs, expected):
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    for d in dirs:
+        (ckpts / d).mkdir()
+    if pointer is not None:
+        (ckpts / "last.txt").write_text(pointer)
+    assert has_checkpoint(tmp_path) is expected
 
 
 def test_stale_copies_are_removed_but_an_only_good_copy_is_restored(run):
@@ -346,3 +377,35 @@ def test_buffer_file_of_an_earlier_version_still_loads(tmp_path):
     other = ReplayBuffer(4, 80, 6, 2, 4)
     other.load(tmp_path / "old.safetensors")
     assert other.total == 7 and np.array_equal(other.obs, buf.obs)
+
+
+def test_a_final_save_that_diverges_is_recorded_like_any_other(bc, tmp_path, monkeypatch):
+    """The checkpoint at the budget is written after the loop: a non-finite state there must also leave DIVERGED.txt
+    and keep the last finite checkpoint (it used to escape the divergence guard)."""
+    cfg = tiny_train_config(bc, tmp_path, env_steps=320, ckpt_every=160, run_name="final")
+    save = Trainer.save
+
+    def poisoned_at_budget(self):
+        if self.env_steps >= self.cfg.run.env_steps:
+            with torch.no_grad():
+                next(self.algo.actor.parameters()).fill_(float("nan"))
+        return save(self)
+
+    monkeypatch.setattr(Trainer, "save", poisoned_at_budget)
+    t = Trainer(cfg)
+    with pytest.raises(DivergenceError):
+        t.run()
+    assert latest_checkpoint(t.run_dir).name == "0000000160"
+    assert "at env step 320" in (t.run_dir / "DIVERGED.txt").read_text()
+
+
+def test_a_bc_checkpoint_that_lost_its_manifest_is_damaged_not_unverified(bc, tmp_path):
+    """BC checkpoints carry format_version 2 like training checkpoints, so a deleted manifest reads as damage."""
+    from flowft.deploy import resolve_checkpoint
+
+    copy = tmp_path / "bc"
+    shutil.copytree(bc, copy)
+    assert resolve_checkpoint(copy) == copy  # intact: verified
+    (copy / MANIFEST).unlink()
+    with pytest.raises(CheckpointError, match="manifest"):
+        resolve_checkpoint(copy)

@@ -280,15 +280,20 @@ def _rows(run: Path) -> int:
         return 0
 
 
-def _stop_after_rows(cmd: list[str], run: Path, rows: int, sig: int) -> tuple[int, str]:
-    """Start `python -m flowft CMD`, send `sig` once metrics.csv has `rows` rows; returns (exit code, stderr)."""
+def _stop_after_rows(cmd: list[str], run: Path, rows: int, sig: int, group: bool = False) -> tuple[int, str]:
+    """Start `python -m flowft CMD`, send `sig` once metrics.csv has `rows` rows (to its whole process group, as a
+    terminal or a job scheduler does, when `group`); returns (exit code, stderr)."""
     log = run.with_name(run.name + f".{sig}.log")
     with log.open("w") as err:  # a file, not a pipe nobody reads while polling
-        proc = subprocess.Popen([sys.executable, "-m", "flowft", *cmd], stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen([sys.executable, "-m", "flowft", *cmd], stdout=subprocess.DEVNULL, stderr=err,
+                                start_new_session=group)
         deadline = time.time() + 240
         while _rows(run) < rows and proc.poll() is None and time.time() < deadline:
             time.sleep(0.02)
-        proc.send_signal(sig)
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
         proc.wait(timeout=240)
     return proc.returncode, log.read_text()
 
@@ -306,6 +311,17 @@ def test_sigterm_and_sigint_checkpoint_say_how_to_resume_and_resume_exactly(bc, 
     assert first < int(latest_checkpoint(run).name) < 480
     assert main(["resume", str(run)]) == 0
     assert same_weights(run, tmp_path / "full") and curve(run) == curve(tmp_path / "full")
+
+
+def test_sigterm_to_the_process_group_still_checkpoints_with_async_env_workers(bc, tmp_path):
+    """A scheduler's SIGTERM reaches every process of the group: the env workers must outlive the main process's
+    stop at its safe point (they used to die first, and the step before the checkpoint failed)."""
+    run = tmp_path / "group"
+    argv = train_args(bc, tmp_path, "group", steps=480, ckpt=100_000, log=24, evals=240)
+    argv += ["--run.vectorization", "async", "--run.num-envs", "2", "--run.eval-envs", "2"]  # 4 worker processes
+    rc, err = _stop_after_rows(argv, run, 3, signal.SIGTERM, group=True)
+    assert rc == 143 and "Traceback" not in err and f"Continue with: flowft resume {run}" in err, err[-2000:]
+    assert 0 < int(latest_checkpoint(run).name) < 480
 
 
 def test_quickstart_continues_where_it_stopped(tmp_path, monkeypatch, capfd):

@@ -8,6 +8,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from flowft.errors import ConfigError
 from flowft.policies.flow import FlowPolicy, FlowPolicyConfig
 from flowft.utils.checkpoint import CheckpointError, NoCheckpointError, latest_checkpoint, read_checkpoint_json
 from flowft.utils.config_io import from_dict
@@ -32,9 +33,12 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise NoCheckpointError(f"{path}: not a flowft checkpoint or run directory (no model.safetensors)")
 
 
-def _policy_config(cfg: dict) -> FlowPolicyConfig:
-    raw = cfg["policy"] if cfg.get("kind") == "bc" else cfg["algo"]["policy"]
-    return from_dict(FlowPolicyConfig, raw)
+def _policy_config(cfg: dict, ckpt: Path) -> FlowPolicyConfig:
+    try:
+        raw = cfg["policy"] if cfg.get("kind") == "bc" else cfg["algo"]["policy"]
+        return from_dict(FlowPolicyConfig, raw)
+    except (KeyError, TypeError, ValueError) as err:  # a hand-edited or foreign config.json
+        raise CheckpointError(f"{ckpt / 'config.json'}: no readable policy config ({type(err).__name__}: {err})") from None
 
 
 def _load_actor(ckpt: Path) -> tuple[FlowPolicy, dict]:
@@ -42,7 +46,7 @@ def _load_actor(ckpt: Path) -> tuple[FlowPolicy, dict]:
 
     cfg = read_checkpoint_json(ckpt / "config.json")
     d = cfg["dims"]
-    policy = FlowPolicy(d["obs_dim"], d["act_dim"], d["chunk_len"], _policy_config(cfg))
+    policy = FlowPolicy(d["obs_dim"], d["act_dim"], d["chunk_len"], _policy_config(cfg, ckpt))
     load_modules(ckpt / "model.safetensors", {"actor": policy})
     return policy.eval(), cfg
 
@@ -52,12 +56,12 @@ def load_bc_actor(path: str | Path, dims: dict, policy_cfg: FlowPolicyConfig) ->
     ckpt = resolve_checkpoint(path)
     cfg = read_checkpoint_json(ckpt / "config.json")
     if cfg.get("dims") != dims:
-        raise ValueError(f"BC checkpoint {ckpt}: dims {cfg.get('dims')} do not match this task's {dims} "
+        raise ConfigError(f"--run.bc-checkpoint {ckpt}: dims {cfg.get('dims')} do not match this task's {dims} "
                          "(wrong task or chunk size?)")
-    bc_policy = _policy_config(cfg)
+    bc_policy = _policy_config(cfg, ckpt)
     bad = [f for f in ARCH_FIELDS if getattr(bc_policy, f) != getattr(policy_cfg, f)]
     if bad:
-        raise ValueError(f"BC checkpoint {ckpt}: actor architecture differs in {bad} "
+        raise ConfigError(f"--run.bc-checkpoint {ckpt}: actor architecture differs in {bad} "
                          f"({[getattr(bc_policy, f) for f in bad]} vs {[getattr(policy_cfg, f) for f in bad]}); "
                          "pretrain with the same --size as the finetuning preset")
     policy, _ = _load_actor(ckpt)

@@ -68,7 +68,7 @@ def checkpoint_step(run_dir: Path) -> int | None:
     from flowft.utils.checkpoint import latest_checkpoint
 
     try:
-        return int(latest_checkpoint(run_dir).name)
+        return int(latest_checkpoint(run_dir).name.split(".")[0])  # a `<step>.old` left by a crash counts
     except (FileNotFoundError, ValueError):
         return None
 

@@ -42,7 +42,7 @@ def save_checkpoint(ckpt_root: Path, step: int, config: dict, dims: dict, algo: 
     if bad:
         raise DivergenceError(f"non-finite model/optimiser state at env step {step} in {bad[:4]}"
                               f"{f' and {len(bad) - 4} more' if len(bad) > 4 else ''}; its checkpoint was not written")
-    _settle(ckpt_root)  # a crash inside an earlier commit may have left .tmp/.old copies
+    settle_checkpoints(ckpt_root)  # a crash inside an earlier commit may have left .tmp/.old copies
     final = ckpt_root / f"{step:010d}"
     tmp = atomic_dir(final)
     save_modules(tmp / "model.safetensors", algo.modules())
@@ -62,7 +62,8 @@ def save_checkpoint(ckpt_root: Path, step: int, config: dict, dims: dict, algo: 
     return final
 
 
-def _settle(ckpt_root: Path) -> None:
+def settle_checkpoints(ckpt_root: Path) -> None:
+    """Repair what a crash inside `commit_dir` left (the run's lock holder only), saying what was done."""
     for line in repair_checkpoints(ckpt_root):
         print(f"checkpoints: {line}", file=sys.stderr)
 
@@ -119,7 +120,7 @@ def load_checkpoint(path: Path, config: dict, dims: dict, algo: Algorithm, buffe
     """Restore algorithm + buffer in place; returns (loop_state, collector_arrays). Only the process that will
     write this run's checkpoints calls it, so it first settles copies a crash inside a commit left behind (a
     `<step>.old` found by `latest_checkpoint` becomes `<step>` again)."""
-    _settle(path.parent)
+    settle_checkpoints(path.parent)
     path = path.parent / path.name.split(".")[0]
     result = check_dir(path)
     if not result.usable:

@@ -36,7 +36,7 @@ from flowft.train.evaluate import evaluate
 from flowft.train.onpolicy import RolloutStorage
 from flowft.train.resuming import plan_resume
 from flowft.train.runguard import (LOCK_NAME, GracefulStop, RunInterrupted, RunLock, check_new_run_dir,
-                                   children_ignore_sigint, claim_run_dir, require_run_dir, require_simulator,
+                                   children_ignore_stop_signals, claim_run_dir, require_run_dir, require_simulator,
                                    task_dims)
 from flowft.utils.config_io import to_dict, write_json
 from flowft.utils.logging import Logger, summary_line
@@ -151,7 +151,7 @@ class Trainer:
         r, cfg = self.cfg.run, self.cfg
         seed_everything(r.seed)  # the checks above built modules: every run starts its RNG streams here
         vec = None if r.vectorization == "auto" else r.vectorization
-        with children_ignore_sigint():
+        with children_ignore_stop_signals():
             self.venv = make_vec_env(self.task, r.num_envs, vectorization=vec)
             self.eval_venv = make_vec_env(self.task, r.eval_envs, vectorization=vec)
         self.obs_dim = int(np.prod(self.venv.single_observation_space.shape))
@@ -314,6 +314,8 @@ class Trainer:
                         return last_eval
                 if self.env_steps < r.env_steps:
                     self._maybe_stop(bar, saved_at)
+            bar.close()
+            return self._finish(last_eval, last_eval_step)  # inside the guard: the final save can diverge too
         except DivergenceError as err:
             bar.close()
             kept = kept_checkpoint_note(self.run_dir)  # re-checked: intact (manifest) and finite
@@ -321,12 +323,14 @@ class Trainer:
             print(f"training diverged: {err}. {kept}", file=sys.stderr)
             self.logger.close()
             raise
-        bar.close()
+
+    def _finish(self, last_eval: dict[str, float], last_eval_step: int) -> dict[str, float]:
+        """At the budget: the final evaluation (unless one ran at this step), the final checkpoint, the plot."""
         if last_eval_step != self.env_steps:
             last_eval = self.evaluate_now()
             self.logger.log(last_eval, self.env_steps, self.algo.grad_steps)
         self.save()
-        if r.plot:
+        if self.cfg.run.plot:
             self._plot()
         self.logger.close()
         return last_eval

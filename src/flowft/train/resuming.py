@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flowft.errors import CheckpointError, ConfigError
-from flowft.train.checkpointing import check_compatible
+from flowft.train.checkpointing import check_compatible, settle_checkpoints
 from flowft.train.runguard import has_checkpoint
 from flowft.utils.checkpoint import latest_checkpoint, read_checkpoint_json
 from flowft.utils.config_io import read_json, write_json
@@ -41,6 +41,7 @@ def plan_resume(run_dir: Path, config: dict, dims: dict, repair: bool) -> Resume
     """Everything a resume can check cheaply, in the order that writes nothing until every check has passed
     (only a changed budget is written, to config.json). The caller holds the run dir's lock."""
     budget = config["run"]["env_steps"]
+    settle_checkpoints(run_dir / "checkpoints")  # also for a finished run, which never saves again
     if not has_checkpoint(run_dir):
         set_budget(run_dir, budget, done=0)
         print(f"{run_dir} has no checkpoint yet: starting over from its config.json", file=sys.stderr)

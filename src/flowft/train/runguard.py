@@ -137,15 +137,21 @@ def require_run_dir(run_dir: Path) -> Path:
 
 
 def has_checkpoint(run_dir: Path) -> bool:
-    """Whether a run dir has (or had, mid-rename) a checkpoint: any <step> or <step>.old dir or a last.txt. False
-    means a resume starts over from config.json (nothing trained yet is lost beyond the first checkpoint)."""
+    """Whether a run dir has (or had, mid-rename) a checkpoint: any <step> or <step>.old dir, or a last.txt that
+    names a step (its dir may be lost: then the resume stops instead of silently starting over). An empty or
+    garbage last.txt proves nothing. False means a resume starts over from config.json (nothing trained yet is
+    lost beyond the first checkpoint)."""
     ckpts = Path(run_dir) / "checkpoints"
     if not ckpts.is_dir():
         return False
     for p in ckpts.iterdir():
-        if p.name == "last.txt" or (p.name.split(".")[0].isdigit() and not p.name.endswith(".tmp")):
+        if p.name.split(".")[0].isdigit() and not p.name.endswith(".tmp"):
             return True
-    return False
+    last = ckpts / "last.txt"
+    try:
+        return last.is_file() and last.read_text(errors="replace").strip().isdigit()
+    except OSError:
+        return False
 
 
 # --------------------------------------------------------------------------------------------------- stopping
@@ -180,18 +186,20 @@ class GracefulStop:
 
 
 @contextlib.contextmanager
-def children_ignore_sigint():
-    """Env worker processes started inside inherit an ignored SIGINT (kept across exec by Python), so a terminal's
-    Ctrl-C, sent to the whole process group, reaches only the main process, which stops at a safe point; gymnasium's
-    workers would otherwise die on KeyboardInterrupt and break the step that writes the checkpoint."""
+def children_ignore_stop_signals():
+    """Env worker processes started inside inherit an ignored SIGINT and SIGTERM (kept across exec), so a terminal's
+    Ctrl-C or a scheduler's SIGTERM sent to the whole process group reaches only the main process, which stops at a
+    safe point and then closes its workers; gymnasium's workers would otherwise die first and break the step that
+    writes the checkpoint. A worker whose main process is killed still exits: its pipe closes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 # ---------------------------------------------------------------------------------------------- cheap checks
