@@ -270,6 +270,19 @@ def test_bc_flags_in_messages_are_the_flags_tyro_parses(args):
     assert str(err.value).startswith(args[0] + " ")
 
 
+@pytest.mark.parametrize("args, says", [
+    (["--seed", "-1"], "--seed must be an integer >= 0, got -1"),
+    (["--env-steps", "0"], "--env-steps must be an integer >= 1"),
+    (["--demo-episodes", "-3"], "--demo-episodes must be an integer >= 1")])
+def test_quickstart_arguments_are_checked_before_any_work(tmp_path, args, says):
+    from flowft.quickstart import QuickstartArgs
+
+    with pytest.raises(ConfigError) as err:
+        parse_cli(QuickstartArgs, args=["--task", "toy", "--out-dir", str(tmp_path / "qs"), *args], prog="p")
+    assert str(err.value).startswith(says)
+    assert not (tmp_path / "qs").exists()
+
+
 def test_cli_refuses_a_bad_value_in_one_line_before_creating_the_run_dir(tmp_path):
     """The issue's first case: `--run.keep-checkpoints -1` exited 0 and deleted every checkpoint."""
     out = tmp_path / "runs"

@@ -51,6 +51,12 @@ class QuickstartArgs:
     fresh: bool = False
     """Start every stage anew (new names) instead of continuing the quickstart of the same arguments in --out-dir."""
 
+    def __post_init__(self):
+        from flowft.utils.validate import INT_NONNEG, check, integer, rules
+
+        check(self, rules({"seed": INT_NONNEG, "demo_episodes": integer(1, none="the task's quickstart budget"),
+                           "env_steps": integer(1, none="the task's quickstart budget")}), "")
+
 
 def check_simulator(task: str) -> None:
     """Fail before any work when the task's simulator extra is missing, naming the pip extra and `--task toy`."""
