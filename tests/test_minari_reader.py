@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from flowft.data.minari_reader import read_minari, resolve_minari_path
+from flowft.data.readers.minari import read_minari, resolve_minari_path
 
 
 def _write(ds, name, value):
@@ -293,7 +293,8 @@ def test_tuple_obs_ordered_by_index(tmp_path):
 
 def test_load_demos_auto_detects_both_formats(tmp_path):
     """`flowft pretrain --demos` accepts our/robomimic HDF5 files and Minari datasets alike."""
-    from flowft.data.hdf5 import load_demos, write_demos
+    from flowft.data.load import load_demos
+    from flowft.data.readers.hdf5 import write_demos
     from flowft.registry import get_task
 
     task = get_task("toy")

@@ -10,14 +10,34 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import tyro
+from flowft import __version__
 
-from flowft.utils.validate import parse_cli
+if TYPE_CHECKING:
+    import tyro
+
+
+def _tyro():
+    """tyro, imported on first use: importing it takes about a second, which `flowft --help` and `--version` never
+    need. The verb argument classes below name it in (string) annotations, so it becomes a module global here,
+    before tyro resolves them."""
+    global tyro
+    import tyro
+
+    return tyro
+
+
+def parse_cli(cls, **tyro_kwargs):
+    """flowft.utils.validate.parse_cli (a tyro parse validated as a whole), imported on first use like tyro."""
+    from flowft.utils.validate import parse_cli as parse
+
+    _tyro()
+    return parse(cls, **tyro_kwargs)
+
 
 VERBS = ("demos", "pretrain", "train", "eval", "resume", "plot", "report", "bench", "info", "quickstart")
-USAGE = f"""usage: flowft {{{','.join(VERBS)}}} ...
+USAGE = f"""usage: flowft {{{','.join(VERBS)}}} ...   (flowft --version: the installed version)
 
   demos       generate demonstrations for a task (robomimic-style HDF5)
   pretrain    behaviour cloning with the paper's clip-at-45%-success early stop
@@ -45,6 +65,16 @@ def _prescan(argv: list[str], default_task: str) -> tuple[str, str, list[str]]:
     return ns.task, ns.size, rest
 
 
+def _preset_help(verb: str, task: str, size: str) -> str:
+    """--task and --size are read before tyro parses (they pick the defaults every option below shows), so tyro
+    cannot list them: this paragraph does."""
+    return (f"Preset options (read first; every option below starts at the preset's value and overrides it):\n"
+            f"  --task NAME              task (now: {task}); `flowft info` lists the built-in tasks\n"
+            f"  --size {{tiny,mid,paper}}  learner size and budget (now: {size}): tiny 2x128 MLPs (CI, minutes on a "
+            f"CPU), mid 3x256, paper 4x512 with the paper's settings (GPU). `flowft {verb} --task T --size S "
+            "--help` shows that preset's values.")
+
+
 @dataclass(frozen=True)
 class DemosArgs:
     out: str
@@ -52,7 +82,9 @@ class DemosArgs:
     env: str = "toy"
     """Task name (`flowft info` lists them)."""
     episodes: int = 200
+    """Episodes to generate (failed ones are kept and flagged)."""
     seed: int = 0
+    """Seed of the env resets and the expert's noise."""
     style: Literal["operator", "clean"] | None = None
     """Demonstration style (robosuite lift/can/square). operator (default for lift/can): per-episode perturbed
     experts (gain, approach height, grasp offset and timing), correlated OU noise on every dim incl. rotation,
@@ -63,11 +95,15 @@ class DemosArgs:
 
 
 def cmd_demos(argv: list[str]) -> int:
-    from flowft.data.hdf5 import write_demos
+    import time
+
+    from flowft.data.readers.hdf5 import write_demos
     from flowft.registry import get_task
 
-    args = tyro.cli(DemosArgs, args=argv, prog="flowft demos", description="Generate demonstrations (HDF5).")
+    args = _tyro().cli(DemosArgs, args=argv, prog="flowft demos", description="Generate demonstrations (HDF5).")
     task = get_task(args.env)
+    print(f"flowft demos: generating {args.episodes} episodes of {args.env} ...", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
     try:
         eps = task.demos(args.episodes, args.seed, args.action_noise, args.style)
     except ValueError as e:
@@ -75,8 +111,8 @@ def cmd_demos(argv: list[str]) -> int:
     write_demos(args.out, eps, task.meta())
     rate = sum(e["success"] for e in eps) / max(1, len(eps))
     style = eps[0].get("style", {}).get("style", "clean") if eps else "clean"
-    print(f"wrote {len(eps)} episodes ({style} style) to {args.out}; expert success rate {rate:.3f} "
-          f"(failed episodes are flagged; BC trains on successes only)")
+    print(f"wrote {len(eps)} episodes ({style} style) to {args.out} in {time.perf_counter() - t0:.0f} s; expert "
+          f"success rate {rate:.3f} (failed episodes are flagged; BC trains on successes only)")
     return 0
 
 
@@ -87,11 +123,13 @@ def cmd_pretrain(argv: list[str]) -> int:
     task, size, rest = _prescan(argv, "toy")
     default = bc_preset(task, size, demos="")
     cfg = parse_cli(BCConfig, default=default, args=rest, prog="flowft pretrain",
-                   description=f"BC pretraining with clipping. Preset chosen by --task ({task}) and --size ({size}).")
+                   description=f"BC pretraining with clipping.\n\n{_preset_help('pretrain', task, size)}")
     if not cfg.demos:
         raise SystemExit("flowft pretrain: --demos FILE is required (make one with `flowft demos`)")
     ckpt, res = pretrain(cfg)
-    print(f"BC checkpoint: {ckpt}\n{res}")
+    from flowft.utils.logging import summary_table
+
+    print(summary_table(res, f"BC checkpoint: {ckpt}"))
     return 0
 
 
@@ -99,7 +137,7 @@ def cmd_train(argv: list[str]) -> int:
     from flowft.config import TrainConfig
     from flowft.presets import train_preset
     from flowft.registry import algorithm_names, get_algorithm
-    from flowft.train.loop import Trainer
+    from flowft.dist import trainer_class  # the single-process loop, or Ray env workers (--run.env-workers)
 
     if not argv or argv[0].startswith("-"):
         print(f"usage: flowft train ALGO [--task T] [--size tiny|mid|paper] [options]\nALGO: {algorithm_names()}")
@@ -108,12 +146,14 @@ def cmd_train(argv: list[str]) -> int:
     spec = get_algorithm(algo)
     default = train_preset(algo, task, size)
     cfg = parse_cli(TrainConfig[spec.cfg_cls], default=default, args=rest, prog=f"flowft train {algo}",
-                   description=f"{spec.doc}. Preset: --task {task} --size {size}.")
+                   description=f"{spec.doc}.\n\n{_preset_help(f'train {algo}', task, size)}")
     cfg = TrainConfig(algo_name=algo, run=cfg.run, algo=cfg.algo)
-    trainer = Trainer(cfg)
+    trainer = trainer_class(cfg)(cfg)
     print(f"run dir: {trainer.run_dir}", file=sys.stderr)
     res = trainer.run()
-    print({k: round(v, 4) for k, v in res.items()})
+    from flowft.utils.logging import summary_table
+
+    print(summary_table(res, f"final results of {trainer.run_dir}"))
     return 0
 
 
@@ -148,66 +188,50 @@ def _run_config(run_dir: Path):
 def cmd_resume(argv: list[str]) -> int:
     from dataclasses import replace
 
-    from flowft.train.loop import Trainer
+    from flowft.dist import trainer_class
 
-    args = tyro.cli(ResumeArgs, args=argv, prog="flowft resume",
+    args = _tyro().cli(ResumeArgs, args=argv, prog="flowft resume",
                     description="Continue a run from its last checkpoint (a finished run: nothing to do, unless "
                                 "--env-steps extends it).")
     cfg = _run_config(Path(args.run_dir))
     if args.env_steps is not None:
         cfg = replace(cfg, run=replace(cfg.run, env_steps=args.env_steps))
-    res = Trainer(cfg, run_dir=Path(args.run_dir), resume=True, repair_metrics=args.repair_metrics).run()
-    print({k: round(v, 4) for k, v in res.items()})
+    res = trainer_class(cfg)(cfg, run_dir=Path(args.run_dir), resume=True, repair_metrics=args.repair_metrics).run()
+    from flowft.utils.logging import summary_table
+
+    print(summary_table(res, f"final results of {args.run_dir}"))
     return 0
-
-
-@dataclass(frozen=True)
-class EvalArgs:
-    path: tyro.conf.Positional[str]
-    """Run dir, checkpoint dir, or BC checkpoint."""
-    samplers: tuple[Literal["ode", "sde", "bon"], ...] = ("ode", "bon")
-    """bon needs a critic (finetuned checkpoints only)."""
-    episodes: int = 64
-    envs: int = 16
-    seed: int = 12345
-    device: str = "cpu"
-    video: bool = False
-    """Write an mp4 of env 0's first episode per sampler (needs the [video] extra and an offscreen renderer)."""
-    out: str = ""
-    """Also append one row per sampler to this CSV (created with a header if new; an existing file must have the
-    same columns), so several checkpoints' evaluations collect in one table."""
 
 
 def cmd_eval(argv: list[str]) -> int:
-    from flowft.evaluation_cli import append_eval_csv, check_eval_csv, run_eval
+    from flowft.evaluation_cli import eval_main
 
-    args = tyro.cli(EvalArgs, args=argv, prog="flowft eval", description="Evaluate a checkpoint.")
-    try:
-        if args.out:
-            check_eval_csv(Path(args.out))  # refuse a foreign CSV before spending the evaluation
-        results = run_eval(args.path, args.samplers, args.episodes, args.envs, args.seed, args.device, args.video)
-    except ValueError as err:
-        print(f"flowft eval: {err}", file=sys.stderr)
-        return 2
-    for sampler, res in results.items():
-        print(sampler, {k: round(v, 4) for k, v in res.items()})
-    if args.out:
-        append_eval_csv(Path(args.out), args.path, args.seed, results)
-        print(f"appended {len(results)} rows to {args.out}")
-    return 0
+    return eval_main(argv)
 
 
 @dataclass(frozen=True)
 class PlotArgs:
     run_dirs: tyro.conf.Positional[tuple[str, ...]]
+    """Training run directories (config.json + metrics.csv); runs of one task and algorithm are averaged."""
     out: str = "learning_curves.png"
+    """Output PNG."""
 
 
 def cmd_plot(argv: list[str]) -> int:
     from flowft.utils.plotting import plot_runs
 
-    args = tyro.cli(PlotArgs, args=argv, prog="flowft plot", description="Plot learning curves of run dirs.")
-    print(plot_runs([Path(d) for d in args.run_dirs], Path(args.out)))
+    args = _tyro().cli(PlotArgs, args=argv, prog="flowft plot",
+                       description="Learning curves (success vs env steps) of run dirs: mean and 95% interval over "
+                                   "seeds, one marker per evaluation, the BC start dotted.")
+    notes: list[str] = []
+    try:
+        out = plot_runs([Path(d) for d in args.run_dirs], Path(args.out), notes=notes)
+    except ValueError as err:
+        print(f"flowft plot: {err}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"flowft plot: note: {note}", file=sys.stderr)
+    print(out)
     return 0
 
 
@@ -224,7 +248,9 @@ class BenchArgs:
     dry_run: bool = False
     """Print every job and its state (done / resume / new / restart / busy); run nothing, write nothing."""
     only_algos: tuple[str, ...] = ()
+    """Run only these algorithms of the suite (default: all)."""
     only_tasks: tuple[str, ...] = ()
+    """Run only these tasks of the suite (default: all)."""
     seeds: tuple[int, ...] = ()
     """Replace the suite's seeds."""
 
@@ -233,7 +259,7 @@ def cmd_bench(argv: list[str]) -> int:
     from flowft.bench.runner import run_suite
     from flowft.bench.suites import suite_table
 
-    args = tyro.cli(BenchArgs, args=argv, prog="flowft bench",
+    args = _tyro().cli(BenchArgs, args=argv, prog="flowft bench",
                     description=f"Run a benchmark suite; finished cells are skipped, interrupted ones resumed.\n\n"
                                 f"suites:\n{suite_table()}")
     try:
@@ -256,7 +282,9 @@ class ReportArgs:
     label: Literal["algo", "parent"] = "algo"
     """Method label: the algorithm name, or the run dir's parent directory name (ablations of one algorithm)."""
     thresholds: tuple[float, ...] = (0.5, 0.8, 0.9)
+    """Success levels of the steps-to-threshold table."""
     title: str = ""
+    """Figure title (default: none)."""
     methods: tuple[str, ...] = ()
     """Keep only these method labels (default: every method found)."""
     metrics: tuple[str, ...] = ()
@@ -281,7 +309,7 @@ def _verify_reports(dirs: tuple[str, ...]) -> int:
 def cmd_report(argv: list[str]) -> int:
     from flowft.bench.report import write_report
 
-    args = tyro.cli(ReportArgs, args=argv, prog="flowft report",
+    args = _tyro().cli(ReportArgs, args=argv, prog="flowft report",
                     description="Learning curves and tables (PNG + CSV + Markdown) from run directories.")
     try:
         if args.verify:
@@ -308,7 +336,7 @@ def cmd_info(argv: list[str]) -> int:
 def cmd_quickstart(argv: list[str]) -> int:
     from flowft.quickstart import QuickstartArgs, quickstart
 
-    args = tyro.cli(QuickstartArgs, args=argv, prog="flowft quickstart",
+    args = parse_cli(QuickstartArgs, args=argv, prog="flowft quickstart",
                     description="demos -> clipped BC -> OGPO+CA -> learning curve, on the default task.")
     quickstart(args)
     return 0
@@ -343,7 +371,6 @@ def main(argv: list[str] | None = None) -> int:
     import threading
 
     from flowft.errors import FlowftError
-    from flowft.train.runguard import Terminated
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("FLOWFT_DEBUG", "") not in ("", "0")
@@ -351,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        print(f"flowft {__version__}")
+        return 0
     if argv[0] not in COMMANDS:
         print(f"flowft: unknown verb '{argv[0]}'\n\n{USAGE}", file=sys.stderr)
         return 2
@@ -369,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Terminated), outside a training loop
         if debug:
             raise
+        from flowft.train.runguard import Terminated  # here, not above: it imports numpy, which --help never needs
+
         name, code = ("SIGTERM", 143) if isinstance(err, Terminated) else ("SIGINT", 130)
         print(f"flowft {verb}: interrupted by {name}; {_AFTER_INTERRUPT.get(verb, 'nothing was saved')}",
               file=sys.stderr)

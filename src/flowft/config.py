@@ -17,7 +17,9 @@ AlgoCfgT = TypeVar("AlgoCfgT")
 @dataclass(frozen=True)
 class RunConfig:
     task: str = "toy"
-    """Registered task (`flowft info` lists them)."""
+    """A built-in task (`flowft info` lists them), or your own env as an env spec: a gymnasium id, `package:EnvId`,
+    `module:callable`, `module:TASKSPEC`, or a JSON object {"env": ..., "kwargs": {...}, adapter options} (docs/
+    own_env.md). Recorded in config.json, so eval and resume rebuild the env."""
     seed: int = 0
     device: str = "cpu"
     """cpu | cuda | cuda:N | auto."""
@@ -66,6 +68,18 @@ class RunConfig:
     """Critic-quality diagnostic (train/critic_diag/*, docs/algorithm.md): at every train-metric row, the critic's
     Q on the executed chunks of the last this-many finished training episodes vs. their discounted Monte-Carlo
     returns (bias, rank correlation). 0 = off; algorithms without a Q(s, a_chunk) critic never log it."""
+    env_workers: int = 0
+    """Distributed acting (flowft.dist; needs the [dist] extra, docs/scaling.md): 0 = this process steps the envs
+    (the single-process loop); N >= 1 = N Ray actors step --run.num-envs envs each with an acting copy of the
+    policy (and critic) and send their transitions to this process, which owns the replay buffer and the updates.
+    Off-policy algorithms only; UTD counts the env steps received."""
+    ray_address: str | None = None
+    """Ray cluster for --run.env-workers: None = a local Ray on this machine; `auto` = the cluster this node joined
+    with `ray start --head` / `ray start --address` (docs/scaling.md); or HOST:PORT."""
+    weight_sync_every: int = 1
+    """--run.env-workers: learner updates between two weight broadcasts to the workers (Ray object store)."""
+    worker_steps: int = 16
+    """--run.env-workers: vector-env steps a worker collects per message to the learner."""
     log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self):
@@ -84,6 +98,8 @@ _RUN_RULES = rules({
     "utd": number(ge=0, note="0 = collect only, no updates"),
     "threads": integer(1, none="torch's choice"),
     "critic_diag_episodes": integer(0, note="0 = off"),
+    "env_workers": integer(0, note="0 = single process"),
+    ("weight_sync_every", "worker_steps"): INT_POS,
 })
 
 

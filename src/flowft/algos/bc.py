@@ -22,19 +22,22 @@ from typing import Literal
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from flowft import __version__
 from flowft.algos.bc_gate import ClipGate, LossPlateau
-from flowft.data.hdf5 import load_demos
+from flowft.data.load import load_demos
+from flowft.data.readers import ReadOptions
 from flowft.envs.make import make_vec_env
 from flowft.errors import DataError
 from flowft.policies.flow import FlowPolicy, FlowPolicyConfig
-from flowft.registry import get_task
+from flowft.registry import get_task, task_slug
 from flowft.train.evaluate import evaluate
 from flowft.utils.checkpoint import atomic_dir, commit_dir, save_modules
 from flowft.utils.config_io import to_dict, write_json
+from flowft.utils.manifest import CHECKPOINT_FORMAT
 from flowft.utils.provenance import record as record_provenance
-from flowft.utils.logging import Logger, LogConfig
+from flowft.utils.logging import Logger, LogConfig, console
 from flowft.utils.seeding import seed_everything
 from flowft.utils.validate import (INT_NONNEG, INT_POS, LOG_RULES, NONNEG, POS, UNIT, check, integer, number, rules,
                                    sub_rules)
@@ -46,21 +49,28 @@ class BCConfig:
     """Demonstrations: a robomimic-style HDF5 file (`flowft demos` writes one; real robomimic files work too) or a
     Minari dataset already on disk (directory or dataset id; never downloaded)."""
     demos_format: Literal["auto", "robomimic", "minari"] = "auto"
+    """Reader of --demos; auto picks by the file's layout (docs/data.md)."""
     task: str = "toy"
+    """Task whose env evaluates the clip checks (`flowft info` lists the built-in ones); set by --task."""
     policy: FlowPolicyConfig = field(default_factory=FlowPolicyConfig)
     steps: int = 500_000
     """Maximum gradient steps (500k square/kitchen, 50k Adroit in the paper)."""
     batch_size: int = 256
+    """Action chunks per gradient step."""
     lr: float = 3e-4
+    """AdamW learning rate."""
     weight_decay: float = 0.0
+    """AdamW weight decay."""
     eval_every: int = 5_000
     """Gradient steps between clip checks (5k square, 1k Adroit)."""
     eval_episodes: int = 64
     """Episodes of the periodic (cheap) check; with gate="confirmed" it only triggers a confirmation."""
     eval_envs: int = 16
+    """Parallel envs of the clip checks."""
     clip: bool = True
     """Clip the BC start at >= clip_threshold success (the paper's clipped BC start); False trains `steps` steps."""
     clip_threshold: float = 0.45
+    """Success rate at which BC stops (the paper's clip: 45 %)."""
     clip_sampler: Literal["bon", "sde", "ode"] = "bon"
     """Sampler of the periodic check. bon: the online rollout sampler with an untrained critic (reference). Its
     argmax over a random critic tends to pick worse chunks than a plain SDE sample (measured: lift 0.16 vs 0.69);
@@ -91,20 +101,49 @@ class BCConfig:
     clip_critic_heads: int = 10
     """Heads of the untrained critic that scores Best-of-N during the clip check (the finetuning preset's M)."""
     only_success: bool = True
-    """Train only on successful demo episodes."""
+    """Train only on successful demo episodes (which ones: --success-rule)."""
     max_episodes: int | None = None
+    """Read at most this many (kept) demo episodes, in file order; None = all."""
+    obs_keys: tuple[str, ...] = ()
+    """Observation keys of the demo file, concatenated in this order (must be the env's order). Empty: the file's
+    env_args["obs_keys"], else sorted (HDF5) or observation, desired_goal, achieved_goal, rest sorted (Minari),
+    with a warning (docs/data.md)."""
+    success_key: str | None = None
+    """Name of the demo episodes' success flag (an attribute, a per-step array, or infos/<key>); None: `success`,
+    then `is_success`."""
+    success_rule: Literal["auto", "flag", "terminal", "reward", "all"] = "auto"
+    """Which demo episodes succeeded. flag: the success key; terminal: the last dones/terminations entry; reward:
+    any reward >= --success-reward; all: every episode; auto: the flag if stored, else (Minari) termination, else
+    sparse non-negative integer rewards reaching the task count. Dense or negative rewards are never guessed
+    (docs/data.md)."""
+    success_reward: float | None = None
+    """Threshold of --success-rule reward (0 for the -1/0 sparse reward, 1 for a 0/1 goal reward)."""
     seed: int = 0
+    """Seed of the weights, the minibatches and the clip checks' resets."""
     device: str = "cpu"
+    """torch device (cpu, cuda, cuda:N)."""
     threads: int | None = None
+    """torch threads; None: torch's choice."""
     out_dir: str = "runs"
+    """Parent directory of the run directory."""
     run_name: str | None = None
+    """Run directory name; None: bc-TASK-sSEED-DATE-TIME."""
     log: LogConfig = field(default_factory=lambda: LogConfig(log_every=1000))
 
     def __post_init__(self):
         # first-check ignores clip_max; a threshold above 1 is its way of never clipping
         check(self, _RULES, "", lambda c, flag: [
             (c.gate != "confirmed" or c.clip_threshold <= c.clip_max, "clip_threshold",
-             f"must be <= {flag('clip_max')} ({c.clip_max}) with --gate confirmed"), *sub_rules(c, "log", LOG_RULES)])
+             f"must be <= {flag('clip_max')} ({c.clip_max}) with --gate confirmed"),
+            ((c.success_rule == "reward") == (c.success_reward is not None), "success_reward",
+             f"is needed with {flag('success_rule')} reward and only with it"),
+            (c.success_key is None or bool(c.success_key.strip()), "success_key", "must be a non-empty name"),
+            *sub_rules(c, "log", LOG_RULES)])
+
+    def read_options(self, action_bounds=None) -> ReadOptions:
+        """The demo reader's options (flowft.data.readers) from this config."""
+        return ReadOptions(self.obs_keys, self.success_key, self.success_rule, self.success_reward, self.only_success,
+                           self.max_episodes, action_bounds)
 
 
 _RULES = rules({
@@ -112,7 +151,8 @@ _RULES = rules({
      "clip_critic_heads"): INT_POS, ("min_steps", "seed"): INT_NONNEG, "lr": POS,
     ("weight_decay", "plateau_tol"): NONNEG,
     "clip_threshold": number(ge=0, note="> 1 never clips with --gate first-check"), "clip_max": UNIT,
-    "max_episodes": integer(1, none="all"), "threads": integer(1, none="torch's choice")})
+    "max_episodes": integer(1, none="all"), "threads": integer(1, none="torch's choice"),
+    "success_reward": number(none="no threshold (rules other than reward)")})
 
 
 def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
@@ -127,8 +167,7 @@ def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
     obs_space, act_space = probe.observation_space, probe.action_space
     probe.close()
     obs_dim, act_dim, H = int(np.prod(obs_space.shape)), int(np.prod(act_space.shape)), task.chunk_len
-    data = load_demos(cfg.demos, cfg.demos_format, only_success=cfg.only_success, max_episodes=cfg.max_episodes,
-                      action_bounds=(act_space.low, act_space.high))
+    data = load_demos(cfg.demos, cfg.demos_format, cfg.read_options((act_space.low, act_space.high)))
     if data.obs.shape[1] != obs_dim or data.actions.shape[1] != act_dim:
         raise DataError(f"{cfg.demos}: demo obs/action dims {data.obs.shape[1]}/{data.actions.shape[1]} do not match "
                         f"task '{cfg.task}' ({obs_dim}/{act_dim})")
@@ -138,7 +177,8 @@ def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
     bon = _clip_gate(policy, cfg, H, device) if "bon" in (cfg.clip_sampler, cfg.confirm_sampler) else None
     evaluate = lambda kind, step: _evaluate(policy, bon, venv, H, cfg, kind, step, device)  # noqa: E731
     gate = ClipGate(cfg, policy, evaluate) if cfg.clip and cfg.gate == "confirmed" else None
-    run_dir = Path(cfg.out_dir) / (cfg.run_name or f"bc-{cfg.task}-s{cfg.seed}-{datetime.now():%Y%m%d-%H%M%S}")
+    stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir = Path(cfg.out_dir) / (cfg.run_name or f"bc-{task_slug(cfg.task)}-s{cfg.seed}-{stamp}")
     run_dir.mkdir(parents=True, exist_ok=False)
     config = {"kind": "bc", "flowft_version": __version__, "task": cfg.task, "bc": to_dict(cfg),
               "policy": to_dict(cfg.policy), "dims": {"obs_dim": obs_dim, "act_dim": act_dim, "chunk_len": H},
@@ -157,7 +197,8 @@ def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
     final = run_dir / "checkpoint"
     tmp = atomic_dir(final)
     save_modules(tmp / "model.safetensors", {"actor": policy})
-    write_json(tmp / "config.json", {**config, "result": result})
+    # format_version: the manifest written by commit_dir is then required (a missing one reads as damage)
+    write_json(tmp / "config.json", {"format_version": CHECKPOINT_FORMAT, **config, "result": result})
     commit_dir(tmp, final)
     logger.close()
     return final, result
@@ -169,6 +210,19 @@ def _train(cfg: BCConfig, policy: FlowPolicy, data, H: int, device, logger: Logg
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     plateau = gate.plateau if gate is not None else LossPlateau(cfg.plateau_window, cfg.plateau_tol)
     rng, gen = np.random.default_rng(cfg.seed), torch.Generator(device=device).manual_seed(cfg.seed)
+    # a bar over the step budget (with ETA to it: a clip can stop earlier); check lines are written above it
+    bar = tqdm(total=cfg.steps, desc="BC", unit="step", dynamic_ncols=True, disable=None if cfg.log.progress else True)
+    try:
+        step, result = _steps(cfg, policy, data, H, device, logger, evaluate, gate, opt, plateau, rng, gen, bar)
+    finally:
+        bar.close()
+    clipped = bool(cfg.clip and result.get("eval/success", 0) >= cfg.clip_threshold)
+    return step, {**result, "bc/steps": step, "bc/clipped": clipped, "bc/gate": cfg.gate if cfg.clip else "none"}
+
+
+def _steps(cfg: BCConfig, policy: FlowPolicy, data, H: int, device, logger: Logger, evaluate, gate, opt, plateau,
+           rng, gen, bar) -> tuple[int, dict]:
+    """Gradient steps until the budget or a clip; returns (last step, result of the first-check / no-clip path)."""
     result: dict = {}
     for step in range(1, cfg.steps + 1):
         obs, actions, valid = (x.to(device) for x in data.sample_chunks(cfg.batch_size, H, rng))
@@ -179,6 +233,7 @@ def _train(cfg: BCConfig, policy: FlowPolicy, data, H: int, device, logger: Logg
         loss.backward()
         opt.step()
         plateau.update(loss.item())
+        bar.update(1)
         losses = {"train/bc_loss": loss.item(), "train/bc_loss_smooth": plateau.smoothed(),
                   "train/bc_loss_improvement": plateau.improvement()}
         if step % cfg.eval_every == 0 or step == cfg.steps:
@@ -187,23 +242,21 @@ def _train(cfg: BCConfig, policy: FlowPolicy, data, H: int, device, logger: Logg
                 rec = gate.history[-1]
                 logger.log({**losses, "bc/flat": float(rec["flat"]), **{f"eval/{k}": rec[k] for k in
                             ("cheap", "confirmed") if k in rec}}, 0, step)
-                print(f"[bc {step:>7d}] loss={losses['train/bc_loss_smooth']:.4f} "
-                      f"(improvement {losses['train/bc_loss_improvement']:+.3f}/window, flat={rec['flat']}) "
-                      f"cheap={rec.get('cheap', math.nan):.3f} confirmed={rec.get('confirmed', math.nan):.3f}",
-                      file=sys.stderr)
+                console(f"[bc {step:>7d}] loss={losses['train/bc_loss_smooth']:.4f} "
+                        f"(improvement {losses['train/bc_loss_improvement']:+.3f}/window, flat={rec['flat']}) "
+                        f"cheap={rec.get('cheap', math.nan):.3f} confirmed={rec.get('confirmed', math.nan):.3f}")
                 if stop:
                     break
                 continue
             result = {f"eval/{k}": v for k, v in evaluate("cheap", step).items()}
             logger.log({**losses, **result}, 0, step)
-            print(f"[bc {step:>7d}] loss={losses['train/bc_loss_smooth']:.4f} success={result['eval/success']:.3f}",
-                  file=sys.stderr)
+            console(f"[bc {step:>7d}] loss={losses['train/bc_loss_smooth']:.4f} success={result['eval/success']:.3f}")
             if cfg.clip and result["eval/success"] >= cfg.clip_threshold:
                 break
         elif step % cfg.log.log_every == 0:
             logger.log(losses, 0, step)
-    clipped = bool(cfg.clip and result.get("eval/success", 0) >= cfg.clip_threshold)
-    return step, {**result, "bc/steps": step, "bc/clipped": clipped, "bc/gate": cfg.gate if cfg.clip else "none"}
+            bar.set_postfix(loss=f"{losses['train/bc_loss_smooth']:.4f}", refresh=False)
+    return step, result
 
 
 def _clip_gate(policy: FlowPolicy, cfg: BCConfig, H: int, device):
@@ -231,4 +284,5 @@ def _evaluate(policy: FlowPolicy, bon, venv, H: int, cfg: BCConfig, kind: str, s
         act = lambda o: policy.sample_sde(o, 1, generator=gen).actions[0]  # noqa: E731
     else:
         act = lambda o: policy.sample_ode(o, generator=gen)  # noqa: E731
-    return evaluate(act, venv, H, episodes, seed=cfg.seed + 20_000 + offset, stream=step, device=device)
+    return evaluate(act, venv, H, episodes, seed=cfg.seed + 20_000 + offset, stream=step, device=device,
+                    progress=f"BC {kind} check" if cfg.log.progress else None)

@@ -205,7 +205,7 @@ def qc_config(policy_target: Literal["buffer", "best_of_n"], task: str, size: st
     cfg = QCConfig(policy=policy_config(task, size), critic=CriticConfig(num_heads=s["heads"], hidden=s["hidden"]),
                    policy_target=policy_target, best_of_n=QC_SIZES[size], gamma=spec.gamma, batch_size=s["batch"])
     if size != "paper":
-        sim = QC_SIM_CPU_OVERRIDES if spec.extra else {}
+        sim = QC_SIM_CPU_OVERRIDES if spec.simulator else {}  # user tasks default to simulator settings
         cfg = replace(cfg, **{**QC_CPU_OVERRIDES, **sim, **QC_TASK_OVERRIDES.get(task, {})})
     return cfg
 

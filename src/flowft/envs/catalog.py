@@ -1,22 +1,34 @@
 """Built-in tasks. Simulator modules import their simulator only when an env is built, so the core install and
-`flowft info` never need robosuite or gymnasium-robotics."""
+`flowft info` never need robosuite or gymnasium-robotics.
+
+`builtin_tasks()` returns the specs; the registry registers them. This module does not import the registry, so the
+two do not import each other.
+"""
 
 from __future__ import annotations
 
 from flowft.envs import adroit, kitchen, operator_noise, robosuite_experts, robosuite_tasks, toy
-from flowft.registry import TaskSpec, register_task
+from flowft.envs.taskspec import TaskSpec
 
-register_task(TaskSpec(
+_TASKS: list[TaskSpec] = []
+_add = _TASKS.append
+
+
+def builtin_tasks() -> list[TaskSpec]:
+    return list(_TASKS)
+
+
+_add(TaskSpec(
     name="toy",
     make=lambda render=False: toy.ToyReachEnv(render_mode="rgb_array" if render else None),
     generate=lambda n, seed, action_noise=0.1: toy.generate_episodes(n, seed, action_noise),
-    meta=toy.env_meta, vectorization="sync", chunk_len=4, gamma=0.99, denoise_steps=5,
+    meta=toy.env_meta, vectorization="sync", chunk_len=4, gamma=0.99, denoise_steps=5, simulator=False,
 ))
-register_task(TaskSpec(
+_add(TaskSpec(
     name="toy-fixed",
     make=lambda render=False: toy.ToyReachEnv(random_goals=False, render_mode="rgb_array" if render else None),
     generate=lambda n, seed, action_noise=0.1: toy.generate_episodes(n, seed, action_noise, random_goals=False),
-    meta=toy.env_meta, vectorization="sync", chunk_len=4, gamma=0.99, denoise_steps=5,
+    meta=toy.env_meta, vectorization="sync", chunk_len=4, gamma=0.99, denoise_steps=5, simulator=False,
 ))
 
 
@@ -30,7 +42,7 @@ def _no_expert(task: str):
 # robomimic tasks on robosuite 1.5.2 (algorithm_reference §1.7: H=4, or 8 for transport/toolhang; gamma 0.999 there)
 for _name in robosuite_tasks.TASKS:
     _long = _name in ("tool_hang", "transport")
-    register_task(TaskSpec(
+    _add(TaskSpec(
         name=_name,
         make=lambda render=False, _t=_name: robosuite_tasks.RobosuiteEnv(_t, render=render),
         generate=(lambda n, seed, action_noise=0.0, style="clean", _t=_name:
@@ -45,7 +57,7 @@ for _name in robosuite_tasks.TASKS:
 # no termination, success at step 200); `door-terminate` etc. = flowft's earlier -1 / 0 terminate-on-success
 # definition (the committed door results were made with it). See flowft/envs/adroit.py.
 for _name in adroit.ADROIT_ALL_TASKS:
-    register_task(TaskSpec(
+    _add(TaskSpec(
         name=_name,
         make=lambda render=False, _t=_name: adroit.AdroitEnv(_t, render=render),
         generate=lambda n, seed, action_noise=0.1, _t=_name: adroit.generate_episodes(_t, n, seed, action_noise),
@@ -55,7 +67,7 @@ for _name in adroit.ADROIT_ALL_TASKS:
 
 # Franka Kitchen with D4RL-style datasets; the task list is the dataset's target set
 for _ds in ("complete", "partial", "mixed"):
-    register_task(TaskSpec(
+    _add(TaskSpec(
         name=f"kitchen-{_ds}",
         make=lambda render=False, _d=_ds: kitchen.KitchenEnv(kitchen.DATASET_TASKS[_d], render=render),
         generate=lambda n, seed, action_noise=0.1, _d=_ds: kitchen.generate_episodes(n, seed, _d, action_noise),

@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from flowft.registry import TaskSpec
+from flowft.envs.taskspec import TaskSpec
 from flowft.utils.seeding import env_seeds
 
 

@@ -13,12 +13,13 @@ from flowft.train.collector import ActFn, ChunkCollector
 
 
 def evaluate(act_fn: ActFn, venv: gym.vector.VectorEnv, chunk_len: int, episodes: int, seed: int, stream: int,
-             device: torch.device, frames: list | None = None) -> dict[str, float]:
+             device: torch.device, frames: list | None = None, progress: str | None = None) -> dict[str, float]:
     """Run `episodes` episodes (ceil(episodes/N) rounds on N envs, distinct reset seeds per round/env).
 
     Episodes are kept in (round, env) order, so early-finishing (successful) episodes are not over-counted.
     Returns success rate, mean return, mean length of successful episodes and the episode count.
-    If `frames` is a list, env 0's rendered frames of its first episode are appended to it.
+    If `frames` is a list, env 0's rendered frames of its first episode are appended to it. `progress`: the label of
+    a tqdm bar over the counted episodes (with ETA; shown on a terminal only, removed when done).
     """
     N = venv.num_envs
     rounds = math.ceil(episodes / N)
@@ -26,6 +27,7 @@ def evaluate(act_fn: ActFn, venv: gym.vector.VectorEnv, chunk_len: int, episodes
     col.start(reset_vec_env(venv, seed, stream))
     done_count = np.zeros(N, np.int64)
     results: dict[tuple[int, int], dict] = {}
+    bar = _bar(progress, episodes)
     while (done_count < rounds).any():
         if frames is not None and done_count[0] == 0:
             frames.append(venv.call("render")[0])
@@ -34,9 +36,22 @@ def evaluate(act_fn: ActFn, venv: gym.vector.VectorEnv, chunk_len: int, episodes
             n = ep["env"]
             if done_count[n] < rounds:
                 results[(int(done_count[n]), n)] = ep
+                if bar is not None and int(done_count[n]) * N + n < episodes:  # an episode that is counted
+                    bar.update(1)
             done_count[n] += 1
+    if bar is not None:
+        bar.close()
     eps = [results[k] for k in sorted(results)][:episodes]
     succ = np.array([e["success"] for e in eps], float)
     lengths = [e["length"] for e in eps if e["success"]]
     return {"success": float(succ.mean()), "return": float(np.mean([e["return"] for e in eps])),
             "success_length": float(np.mean(lengths)) if lengths else float("nan"), "episodes": float(len(eps))}
+
+
+def _bar(label: str | None, episodes: int):
+    if not label:
+        return None
+    from tqdm import tqdm
+
+    # disable=None: no bar when stderr is not a terminal (logs, CI); leave=False: the result line replaces it
+    return tqdm(total=episodes, desc=label, unit="ep", leave=False, disable=None, dynamic_ncols=True)

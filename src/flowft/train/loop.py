@@ -29,7 +29,7 @@ from flowft.data.buffer import ReplayBuffer
 from flowft.deploy import load_bc_actor
 from flowft.envs.make import make_vec_env, reset_vec_env
 from flowft.errors import ConfigError
-from flowft.registry import get_algorithm, get_task
+from flowft.registry import get_algorithm, get_task, task_slug
 from flowft.train.checkpointing import kept_checkpoint_note, load_checkpoint, save_checkpoint
 from flowft.train.collector import ChunkCollector, env_states, restore_env_states
 from flowft.train.evaluate import evaluate
@@ -58,7 +58,8 @@ def resolve_device(name: str) -> torch.device:
 def default_run_dir(cfg: TrainConfig) -> Path:
     """<out_dir>/<run_name>, default <algo>-<task>-s<seed>-<time>; a default name that is taken gets -2, -3, ...
     when the dir is created (runguard.claim_run_dir)."""
-    name = cfg.run.run_name or f"{cfg.algo_name}-{cfg.run.task}-s{cfg.run.seed}-{datetime.now():%Y%m%d-%H%M%S}"
+    stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
+    name = cfg.run.run_name or f"{cfg.algo_name}-{task_slug(cfg.run.task)}-s{cfg.run.seed}-{stamp}"
     return Path(cfg.run.out_dir) / name
 
 

@@ -1,6 +1,9 @@
 """Fan-out metric logger: CSV always, stdout summaries, optional TensorBoard and W&B (offline works without network).
 
-Keys live under `train/`, `eval/`, `time/`; every row carries `env_steps` and `grad_steps`.
+Keys live under `train/`, `eval/`, `time/`; every row carries `env_steps` and `grad_steps`, and `time/wall_s`: wall-clock
+seconds since the run started, summed over sittings (a resume continues from the last kept row's value; the time
+between that row and the interruption is not counted). Files written before the column existed read as before: their
+rows have it empty, and the column is added on the next row.
 
 metrics.csv is only ever appended to (one write of a whole row, fsynced) or replaced atomically (temp file + fsync
 + os.replace): a SIGKILL during a rewrite once left it at 0 bytes and the next resume carried on without the learning
@@ -16,6 +19,7 @@ import io
 import math
 import os
 import shutil
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 BASE_KEYS = ["env_steps", "grad_steps"]
+WALL_KEY = "time/wall_s"
 
 
 @dataclass(frozen=True)
@@ -32,10 +37,11 @@ class LogConfig:
     wandb: Literal["disabled", "offline", "online"] = "disabled"
     """W&B mode; `offline` writes locally (sync later with `wandb sync`)."""
     wandb_project: str = "flowft"
+    """W&B project name."""
     log_every: int = 1000
     """Env steps between train-metric rows."""
     progress: bool = True
-    """tqdm bar over env steps (auto-disabled when stdout is not a TTY)."""
+    """Progress bars with ETA (training env steps, BC steps, evaluations); shown only on a terminal."""
 
 
 class History(NamedTuple):
@@ -140,6 +146,8 @@ class Logger:
             history = read_history(self.path, resume_step=resume_step)
         self.rows: list[dict] = list(history.rows) if history else []
         self.keys: list[str] = list(history.keys) if history else list(BASE_KEYS)
+        walls = [float(r[WALL_KEY]) for r in self.rows if r.get(WALL_KEY, "") != ""]
+        self._wall0 = time.monotonic() - (walls[-1] if walls else 0.0)
         self._rewrite()
         self.tb = self.wandb = None
         if cfg.tensorboard:
@@ -164,6 +172,7 @@ class Logger:
 
     def log(self, metrics: dict[str, float], env_steps: int, grad_steps: int) -> None:
         row = {"env_steps": env_steps, "grad_steps": grad_steps, **metrics}
+        row.setdefault(WALL_KEY, round(time.monotonic() - self._wall0, 3))
         self.rows.append(row)
         new = [k for k in row if k not in self.keys]
         if new:  # a new column: the header changes, so the file is replaced as a whole
@@ -190,3 +199,42 @@ def summary_line(metrics: dict[str, float], env_steps: int) -> str:
     keep = [k for k in metrics if k.startswith("eval/") or k in ("train/critic_loss", "train/q_mean", "time/sps")]
     parts = [f"{k}={metrics[k]:.3g}" for k in keep if isinstance(metrics[k], (int, float)) and math.isfinite(metrics[k])]
     return f"[{env_steps:>9d}] " + " ".join(parts)
+
+
+def console(msg: str) -> None:
+    """One line to stderr that never breaks a progress bar: tqdm.write prints above any active bar (a plain print
+    glued the line onto the bar's)."""
+    from tqdm import tqdm
+
+    tqdm.write(msg, file=sys.stderr)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, int) or (math.isfinite(v) and float(v).is_integer() and abs(v) < 1e12):
+        return str(int(v))
+    return f"{v:.4g}" if math.isfinite(v) else str(v)
+
+
+def summary_table(metrics: dict, title: str = "") -> str:
+    """Final results as one `key  value` row each, grouped by prefix (eval/, bc/, train/, time/ ...), values with
+    four significant digits: what `flowft train / resume / pretrain` print at the end instead of a raw dict."""
+    keys = sorted(metrics, key=lambda k: (k.split("/")[0] != "eval", k.split("/")[0], k))
+    width = max((len(k) for k in keys), default=0)
+    lines = [title] if title else []
+    group = None
+    for k in keys:
+        if group is not None and k.split("/")[0] != group:
+            lines.append("")
+        group = k.split("/")[0]
+        lines.append(f"  {k:<{width}}  {_fmt(metrics[k])}")
+    return "\n".join(lines)
+
+
+def results_table(rows: dict[str, dict], first: str = "sampler",
+                  columns: tuple[str, ...] = ("success", "return", "success_length", "episodes")) -> str:
+    """{row name: {column: value}} as an aligned text table (`flowft eval`: one row per sampler)."""
+    cells = [[first, *columns]] + [[name, *(_fmt(r.get(c, float("nan"))) for c in columns)] for name, r in rows.items()]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
