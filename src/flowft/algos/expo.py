@@ -52,7 +52,7 @@ class EXPOConfig:
     """Edit policy MLP (`edit_hidden_dims` 3x256, ReLU, log-std in [-20, 2]; the reference adds LayerNorm)."""
     edit_bound: float = 0.05
     """beta = `edit_policy_bound`: max |delta| per dim in the flow's normalised space, where [-1, 1] is the action
-    range (0.05 in scripts/expo/square.sh, 0.1 in expo.yaml)."""
+    range (0.05 in the EXPO authors' Square script, 0.1 in their default config)."""
     num_base: int = 8
     """N base ODE samples per state (`n_action_samples`)."""
     num_edit: int = 8

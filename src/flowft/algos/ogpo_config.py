@@ -53,7 +53,7 @@ class OGPOConfig:
     lr_warmup: int = 2000
     lr_cycle: int = 50_000
     critic_lr: float = 4.5e-5
-    """The reference code gives the online critic ppo_lr too (algorithm_reference §1.4)."""
+    """Online critic lr (the authors' code gives the critic the actor's lr too)."""
     weight_decay: float = 1e-5
     grad_clip: float = 1000.0
     tau_actor: float = 0.005
@@ -77,7 +77,7 @@ class OGPOConfig:
     exp(L_old - L_new) on them, clipped; bptt = max `target_agg` target Q backpropagated through the ODE sampler."""
     awr_mode: AWRMode = "symmetric"
     awr_beta: float = 10.0
-    """AWR temperature (`scripts/ogpo_awr/square.sh`)."""
+    """AWR temperature (the authors' Square setting)."""
     awr_beta_neg: float | None = None
     """Asymmetric mode's temperature for A <= 0; None = infinite (w = 1, the reference's exp(max(0, A)/beta))."""
     awr_weight_max: float = 20.0

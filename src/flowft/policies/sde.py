@@ -23,7 +23,7 @@ LOG_2PI = math.log(2.0 * math.pi)
 
 @dataclass(frozen=True)
 class SDEConfig:
-    """Stochastic sampler knobs. Defaults = the released OGPO scripts (algorithm_reference §1.2)."""
+    """Stochastic sampler knobs. Defaults = the authors' released OGPO scripts (docs/algorithm.md)."""
 
     sigma_b: float = 0.05
     """Base per-step noise std; `constant_noise_std` in OGPO_public scripts."""

@@ -39,7 +39,7 @@ from flowft.train.runguard import (LOCK_NAME, GracefulStop, RunInterrupted, RunL
                                    children_ignore_stop_signals, claim_run_dir, require_run_dir, require_simulator,
                                    task_dims)
 from flowft.utils.config_io import to_dict, write_json
-from flowft.utils.logging import Logger, summary_line
+from flowft.utils.logging import Logger, console, summary_line
 from flowft.utils.provenance import record as record_provenance
 from flowft.utils.seeding import seed_everything
 
@@ -201,7 +201,8 @@ class Trainer:
         for mode in r.eval_samplers:
             gen = torch.Generator(device=self.device).manual_seed(r.seed * 1_000_003 + self.evals)
             res = evaluate(lambda o, m=mode, g=gen: self.algo.act(o, m, generator=g), self.eval_venv, self.H,
-                           r.eval_episodes, seed=r.seed + 10_000, stream=self.evals, device=self.device)
+                           r.eval_episodes, seed=r.seed + 10_000, stream=self.evals, device=self.device,
+                           progress=f"eval {mode}" if r.log.progress else None)  # the training bar waits meanwhile
             out.update({f"eval/{mode}/{k}": v for k, v in res.items()})
         self.evals += 1
         return out
@@ -290,7 +291,7 @@ class Trainer:
         if self.env_steps == 0 and self.evals == 0:
             last_eval, last_eval_step = self.evaluate_now(), 0
             self.logger.log(last_eval, 0, self.algo.grad_steps)
-            print(summary_line(last_eval, 0), file=sys.stderr)
+            console(summary_line(last_eval, 0))
         bar = tqdm(total=r.env_steps, initial=self.env_steps, unit="step", dynamic_ncols=True,
                    disable=not (r.log.progress and sys.stderr.isatty()))
         clock, ckpt_due, saved_at = _Clock(self.env_steps), False, -1
@@ -351,7 +352,7 @@ class Trainer:
             clock.t_eval += time.perf_counter() - te
             row["time/eval_s"] = clock.t_eval  # in-loop evaluation seconds so far, this eval included
             row.update(ev)
-            print(summary_line(row, self.env_steps), file=sys.stderr)
+            console(summary_line(row, self.env_steps))  # above the bar
             if r.plot:
                 self._plot()
         self.logger.log(row, self.env_steps, self.algo.grad_steps)
