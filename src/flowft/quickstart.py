@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from flowft.presets import bc_preset, train_preset
+from flowft.registry import task_slug
 
 # Per-task quickstart budget on top of the presets (BC_DEFAULTS / RUN_DEFAULTS): demo count and run overrides.
 # Lift: one evaluation at the start, one halfway and one at the end (evaluation is a large share of the cost on
@@ -76,7 +77,7 @@ def quickstart(args: QuickstartArgs) -> dict:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n_demos = args.demo_episodes or QUICKSTART.get(args.task, {"demo_episodes": 100})["demo_episodes"]
-    stem = f"{args.task}-s{args.seed}-{args.size}-n{n_demos}" + (f"-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem = f"{task_slug(args.task)}-s{args.seed}-{args.size}-n{n_demos}" + (f"-{time.strftime('%Y%m%d-%H%M%S')}"
                                                                  if args.fresh else "")
     lock = RunLock.acquire(out / f".quickstart-{args.algo}-{stem}.lock", f"quickstart {args.algo}-{stem} in {out}")
     try:
@@ -141,7 +142,7 @@ def _quickstart(args: QuickstartArgs, out: Path, n_demos: int, stem: str) -> dic
 
     t0 = time.perf_counter()
     task = get_task(args.task)
-    demos = out / f"demos-{args.task}-s{args.seed}-n{n_demos}.hdf5"
+    demos = out / f"demos-{task_slug(args.task)}-s{args.seed}-n{n_demos}.hdf5"
     if not demos.exists():  # written atomically: an existing file is complete
         print(f"[1/3] generating {n_demos} demonstrations -> {demos}", file=sys.stderr)
         eps = task.demos(n_demos, args.seed)  # the task's default style (operator on lift/can)
