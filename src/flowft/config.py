@@ -21,11 +21,13 @@ class RunConfig:
     `module:callable`, `module:TASKSPEC`, or a JSON object {"env": ..., "kwargs": {...}, adapter options} (docs/
     own_env.md). Recorded in config.json, so eval and resume rebuild the env."""
     seed: int = 0
+    """Seed (>= 0) of the networks the run initialises, the update RNG streams, and the training and eval env resets."""
     device: str = "cpu"
     """cpu | cuda | cuda:N | auto."""
     bc_checkpoint: str | None = None
     """BC checkpoint directory (from `flowft pretrain`) every method starts from. Required for `train`."""
     num_envs: int = 8
+    """Parallel training envs, stepped in lockstep (one vector env); every cadence below counts their steps summed."""
     env_steps: int = 30_000
     """Online environment-step budget (summed over envs)."""
     start_training: int = 2_000
@@ -33,21 +35,31 @@ class RunConfig:
     utd: float = 0.25
     """Gradient updates per env step; 1/H = one update per executed chunk step."""
     buffer_capacity: int = 1_000_000
+    """Replay buffer size in env steps (summed over envs: one ring of capacity/num_envs per env, oldest overwritten).
+    Must be >= num_envs * chunk length; on-policy algorithms (DPPO) keep no replay buffer and ignore it."""
     eval_every: int = 5_000
+    """Env steps between evaluations (also one at step 0 of a new run and one at the end of the budget)."""
     eval_episodes: int = 64
+    """Episodes per evaluation, for each sampler of --run.eval-samplers."""
     eval_envs: int = 16
+    """Parallel envs of the evaluations (a separate vector env from the training one)."""
     eval_samplers: tuple[Sampler, ...] = ("ode", "bon")
     """Evaluators: deterministic ODE policy and the Best-of-N SDE rollout policy (as the reference)."""
     ckpt_every: int = 10_000
+    """Env steps between checkpoints (on-policy: at the next rollout boundary); one more is written at the budget."""
     keep_checkpoints: int = 2
+    """Newest usable checkpoints kept; older ones are deleted when a new one is written."""
     save_buffer: bool = True
     """Store the replay buffer in checkpoints (needed for exact resume)."""
     out_dir: str = "runs"
+    """Parent directory of the run directory."""
     run_name: str | None = None
     """Run directory name; default <algo>-<task>-s<seed>-<timestamp>."""
     threads: int | None = None
     """torch.set_num_threads; default: torch's choice."""
     vectorization: Literal["auto", "sync", "async"] = "auto"
+    """Vector env of the training and evaluation envs. sync: all envs in this process; async: one subprocess per env
+    (AsyncVectorEnv); auto: the task's own setting (async for the robomimic and kitchen tasks, else sync)."""
     overlap_updates: bool = False
     """Off-policy: run each step's updates while the envs step (AsyncVectorEnv workers), instead of after. The
     updates then lag the buffer by one env step; on-policy algorithms ignore it. Off by default so that the

@@ -46,9 +46,11 @@ class DPPOConfig:
     critic_hidden: tuple[int, ...] = (256, 256, 256)
     """V(s) MLP widths (reference CriticObs [256]x3, Mish)."""
     critic_activation: Activation = "mish"
+    """Nonlinearity of the V(s) MLP (relu, gelu, silu, mish, tanh)."""
     gamma: float = 0.999
     """Discount per decision (one executed chunk), reference train.gamma."""
     gae_lambda: float = 0.95
+    """GAE lambda over decisions (0 = one-step TD advantages, 1 = Monte-Carlo returns minus V)."""
     rollout_steps: int = 1200
     """Env steps per env per rollout: n_steps 300 decisions x act_steps 4 (robomimic lift/can configs)."""
     update_epochs: int = 10
@@ -56,9 +58,14 @@ class DPPOConfig:
     minibatch_size: int = 7500
     """(decision, denoising step) pairs per gradient step (batch_size; 10000 square/transport)."""
     actor_lr: float = 1e-4
+    """AdamW lr of the flow policy (constant)."""
     critic_lr: float = 1e-3
+    """AdamW lr of the value net (constant)."""
     weight_decay: float = 0.0
+    """AdamW weight decay of the actor and the value net (0 = none)."""
     vf_coef: float = 0.5
+    """Weight of the value loss 0.5*(V - return)^2 in the minibatch loss (the value net has its own optimiser,
+    so it scales only the value net's gradient)."""
     clip_eps: float = 0.01
     """Clip of the last denoising step's ratio (clip_ploss_coef)."""
     clip_eps_base: float = 0.001
@@ -71,6 +78,7 @@ class DPPOConfig:
     """Noise floor on every denoising step's std, for sampling and for log-probs (min_sampling_denoising_std =
     min_logprob_denoising_std)."""
     logprob_min: float = -5.0
+    """Lower clamp of the per-dimension denoising-step log-probs (< logprob_max)."""
     logprob_max: float = 2.0
     """Per-dimension log-probs are clamped to [logprob_min, logprob_max] before the mean over (H, Da)."""
     norm_adv: bool = True

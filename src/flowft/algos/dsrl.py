@@ -61,10 +61,15 @@ class DSRLConfig:
     noise_bound: float = 1.5
     """b: pi_W outputs w in [-b, b]^d (`action_magnitude`; 1.0 in OGPO_public's re-implementation)."""
     gamma: float = 0.99
+    """Per-env-step discount of the chunked soft TD target of Q^A (presets: the task's)."""
     batch_size: int = 256
+    """Replay chunks per SAC update and per distillation step."""
     actor_lr: float = 3e-4
+    """Adam lr of the noise policy pi_W (constant)."""
     critic_lr: float = 3e-4
+    """Adam lr of the action critic Q^A (constant)."""
     noise_critic_lr: float = 3e-4
+    """Adam lr of the noise critic Q^W (constant)."""
     temperature_lr: float = 3e-4
     """SB3 uses one learning rate (3e-4) for actor, critics and the entropy coefficient."""
     init_temperature: float = 1.0
@@ -73,9 +78,11 @@ class DSRLConfig:
     """Target entropy of w / b in the unit box, SB3's convention (`target_ent` 0 in dsrl_can.yaml). The logged
     log-probs are of w / b too, so alpha's dynamics match the reference exactly."""
     tau: float = 0.005
+    """Polyak rate of the target Q^A, after each update (1 = copy)."""
     critic_agg: Aggregation = "min"
     """Head aggregation for the Q^A backup and the pi_W objective on Q^W (`critic_backup_combine_type`)."""
     noise_critic_every: int = 20
+    """Updates between two rounds of Q^W distillation (each round: noise_critic_steps steps)."""
     noise_critic_steps: int = 10
     """Every `noise_critic_every` updates, `noise_critic_steps` distillation steps on fresh batches (reference: 10
     after each call of 20 SAC steps, i.e. after every vec-env step at utd 20)."""

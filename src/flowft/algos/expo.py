@@ -60,22 +60,33 @@ class EXPOConfig:
     q_agg: Aggregation = "subsample"
     """Head aggregation for OTF selection, the TD target and the edit loss (min of 2 random heads, `num_min_qs`)."""
     gamma: float = 0.99
+    """Per-env-step discount of the chunked TD target (presets: the task's)."""
     batch_size: int = 256
+    """Replay chunks per update (critic, edit policy and base CFM step)."""
     actor_lr: float = 3e-4
     """Base policy CFM lr: warmup-cosine to `actor_lr_floor` (`actor_scheduler` cosine in the scripts)."""
     actor_lr_floor: float = 2e-5
+    """Base policy lr at the start and end of each schedule cycle (<= actor_lr; = actor_lr: constant)."""
     lr_warmup: int = 2000
+    """Updates of each cycle's linear warm-up from actor_lr_floor to actor_lr (<= lr_cycle)."""
     lr_cycle: int = 50_000
+    """Updates per schedule cycle: warm-up, then cosine decay back to actor_lr_floor, then restart."""
     critic_lr: float = 3e-4
+    """AdamW lr of the critic ensemble (constant)."""
     critic_weight_decay: float = 1e-5
+    """AdamW weight decay of the critic (the base and edit policies have none)."""
     edit_lr: float = 3e-4
+    """AdamW lr of the edit policy (constant)."""
     alpha_lr: float = 3e-4
+    """Adam lr of log alpha, the edit policy's entropy temperature."""
     init_temperature: float = 1.0
+    """Initial alpha (> 0) of the edit policy's SAC objective."""
     target_entropy: float | None = None
     """Entropy target of log pi_e(delta). None = d*(log(beta) - 1/2), i.e. the reference's -d/2 measured in the
     edit's unit box delta/beta. The reference applies -d/2 to the beta-scaled log-prob, which no edit bounded by
     beta < 0.30 can reach (max entropy d*log(2 beta)), so its alpha grows without limit; pass -d/2 to reproduce."""
     grad_clip: float = 1000.0
+    """Global gradient-norm clip of the critic, edit and base policy steps (1000 is effectively none)."""
     tau: float = 0.005
     """Critic Polyak rate."""
     tau_actor: float = 0.005

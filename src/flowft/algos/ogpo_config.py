@@ -23,6 +23,7 @@ class OGPOConfig:
     batch_size: int = 256
     """Replay chunks per update; the critic uses all of them, the actor the first `ppo_batch_size` states."""
     ppo_batch_size: int = 256
+    """States of each replay batch the actor objective uses (the first ones; <= batch_size)."""
     group_size: int = 32
     """G imagined SDE chains per state (`group_num_samples`)."""
     clip_eps: float = 0.01
@@ -49,15 +50,23 @@ class OGPOConfig:
     An untrained critic's argmax picks worse chunks than a plain SDE sample (Lift: 0.16-0.38 vs 0.84 success), so
     the CPU presets wait for the critic (docs/tasks.md)."""
     actor_lr: float = 4.5e-5
+    """Peak actor lr of the restarting warmup-cosine schedule (AdamW), counted in actor updates."""
     actor_lr_floor: float = 2e-5
+    """Actor lr at the start and end of each schedule cycle (<= actor_lr; = actor_lr: constant lr)."""
     lr_warmup: int = 2000
+    """Actor updates of each cycle's linear warm-up from actor_lr_floor to actor_lr (<= lr_cycle)."""
     lr_cycle: int = 50_000
+    """Actor updates per schedule cycle: warm-up, then cosine decay back to actor_lr_floor, then restart."""
     critic_lr: float = 4.5e-5
     """Online critic lr (the authors' code gives the critic the actor's lr too)."""
     weight_decay: float = 1e-5
+    """AdamW weight decay of the actor and the critic (0 = none)."""
     grad_clip: float = 1000.0
+    """Global gradient-norm clip of each actor and critic step (1000 is effectively none)."""
     tau_actor: float = 0.005
+    """Polyak rate of the EMA (target) actor that imagines the chains, after each actor update (1 = copy)."""
     tau_critic: float = 0.05
+    """Polyak rate of the target critic, after each critic update (1 = copy)."""
     drop_partial_chunks: bool = True
     """Weight the TD loss by valid[-1] (reference): chunks crossing an episode end before their last step are
     skipped. False uses them with exact n-step targets."""
@@ -76,11 +85,14 @@ class OGPOConfig:
     weights replace A there; awr_fm = weighted CFM on G target-actor ODE samples per state; fpo = CFM-loss ratio
     exp(L_old - L_new) on them, clipped; bptt = max `target_agg` target Q backpropagated through the ODE sampler."""
     awr_mode: AWRMode = "symmetric"
+    """extraction awr / awr_fm: weights exp(A/beta) for all A (symmetric), a separate awr_beta_neg for
+    A <= 0 (asymmetric), or zero weight for A <= 0 (positive_only); clipped to [0, awr_weight_max]."""
     awr_beta: float = 10.0
     """AWR temperature (the authors' Square setting)."""
     awr_beta_neg: float | None = None
     """Asymmetric mode's temperature for A <= 0; None = infinite (w = 1, the reference's exp(max(0, A)/beta))."""
     awr_weight_max: float = 20.0
+    """Upper clip of the AWR weights (> 0)."""
     n_mc: int = 16
     """(tau, eps) Monte-Carlo pairs per sample for the awr_fm / fpo CFM losses (`awr_n_mc`, `fpo_n_mc`)."""
     fpo_per_sample: bool = True
@@ -90,7 +102,9 @@ class OGPOConfig:
     fpo_huber_delta: float | None = 1.0
     """Huber CFM loss in the FPO ratio (reference script); None = squared error."""
     fpo_loss_clamp: float = 4.0
+    """extraction fpo: each CFM loss is clamped to [0, this] before the log ratio L_old - L_new."""
     fpo_diff_clamp: float = 5.0
+    """extraction fpo: the log ratio L_old - L_new is clamped to +-this (ratio within e^-5..e^5 at 5)."""
     bptt_samples: int = 4
     """Fixed start noises per state for BPTT (`bptt_num_samples`)."""
     grad_diag_every: int = 50

@@ -56,9 +56,14 @@ class QCConfig:
     q_agg: Aggregation = "mean"
     """Head reduction for selection and for the TD value of a' (acfql `q_agg`)."""
     gamma: float = 0.99
+    """Per-env-step discount of the chunked TD target (presets: the task's; 0.99, 0.999 transport/toolhang,
+    0.95 Adroit)."""
     batch_size: int = 256
+    """Replay chunks per update (critic TD step and, with policy_target=buffer, the CFM step)."""
     actor_lr: float = 3e-4
+    """AdamW lr of the flow policy (constant)."""
     critic_lr: float = 3e-4
+    """AdamW lr of the critic ensemble (constant)."""
     weight_decay: float = 0.0
     """acfql: plain Adam (OGPO_public's QC: 1e-5 on the critic)."""
     grad_clip: float = 1000.0

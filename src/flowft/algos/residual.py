@@ -74,8 +74,11 @@ class ResidualConfig:
     gamma: float = 0.97
     """Discount (Policy Decorator script default; presets use the task's)."""
     batch_size: int = 1024
+    """Replay chunks per update (critic and residual step)."""
     actor_lr: float = 1e-4
+    """Adam lr of the residual policy (constant)."""
     critic_lr: float = 1e-4
+    """Adam lr of the Q-networks (constant)."""
     temperature_lr: float = 1e-4
     """The reference uses q_lr for the temperature."""
     init_temperature: float = 1.0
@@ -83,11 +86,13 @@ class ResidualConfig:
     target_entropy_per_dim: float = -1.0
     """Target entropy = this * d in the unscaled residual space (SAC's -dim(A))."""
     tau: float = 0.01
+    """Polyak rate of the target Q-networks, after each critic step (1 = copy)."""
     target_agg: Aggregation = "min"
     """Head aggregation of the soft TD target (twin-Q min)."""
     actor_agg: Aggregation = "min"
     """Head aggregation of Q in the actor loss (min_qf_pi)."""
     grad_clip: float = 50.0
+    """Global gradient-norm clip of each critic and residual step."""
     drop_partial_chunks: bool = True
     """Weight the TD loss by valid[-1] (as OGPO's critic); False uses chunks crossing an episode end with exact
     n-step targets (CPU presets, short episodes)."""

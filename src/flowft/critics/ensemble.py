@@ -25,8 +25,11 @@ class CriticConfig:
     num_heads: int = 10
     """M (`num_qs`)."""
     hidden: tuple[int, ...] = (512, 512, 512, 512)
+    """Hidden widths of each head's MLP (every head has the same shape; input: obs and the flattened chunk)."""
     activation: Activation = "gelu"
+    """Nonlinearity after each hidden layer (relu, gelu, silu, mish, tanh)."""
     layer_norm: bool = True
+    """LayerNorm (per-head gain and bias) after each hidden Linear, before the activation."""
 
     def __post_init__(self):
         check(self, rules({"num_heads": INT_POS, "hidden": WIDTHS}), "critic.")

@@ -24,7 +24,9 @@ class FlowPolicyConfig:
     hidden: tuple[int, ...] = (512, 512, 512, 512)
     """Velocity MLP widths; 4x512 in the paper (5x512 transport/toolhang). No LayerNorm in the actor."""
     activation: Activation = "gelu"
+    """Nonlinearity after each hidden layer of the velocity MLP (relu, gelu, silu, mish, tanh)."""
     time_embed_dim: int = 32
+    """Width of the flow-time embedding fed to the velocity MLP (even; >= 4 with time_embed mlp)."""
     time_embed: Literal["scaled", "mlp"] = "scaled"
     """scaled: sin/cos of 1000*t, no parameters (flowft's original); mlp: sin/cos of raw t then Linear-GELU-Linear
     (the authors'). A BC checkpoint must be finetuned with the embedding it was trained with."""

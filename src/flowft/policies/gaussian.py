@@ -21,9 +21,13 @@ from flowft.utils.validate import FINITE, WIDTHS, check, rules
 @dataclass(frozen=True)
 class GaussianConfig:
     hidden: tuple[int, ...] = (256, 256)
+    """Hidden widths of the MLP that outputs the mean and log-std."""
     activation: Activation = "relu"
+    """Nonlinearity after each hidden layer (relu, gelu, silu, mish, tanh)."""
     log_std_min: float = -5.0
+    """Lower clamp of the log-std output (natural log of sigma, before the tanh squash)."""
     log_std_max: float = 2.0
+    """Upper clamp of the log-std output; must be > log_std_min."""
     init_log_std: float = 0.0
     """Initial log sigma (bias of the log-std output; weights start at zero so every state starts equal)."""
     zero_mean_init: bool = False
