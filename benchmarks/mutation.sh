@@ -31,12 +31,12 @@ tests_for() {  # the fast tests that exercise a target (mutmut then runs, per mu
     src/flowft/objectives*) echo tests/test_objectives.py tests/test_mechanisms.py tests/test_extraction.py \
                                  tests/test_gaussian_sac.py tests/test_dppo.py ;;
     src/flowft/critics*) echo tests/test_critic.py tests/test_td_targets.py tests/test_critic_diag.py \
-                              tests/test_mechanisms.py ;;
+                              tests/test_mechanisms.py tests/test_mutants_critics.py ;;
     src/flowft/policies/sde.py) echo tests/test_sde.py tests/test_dppo.py tests/test_mechanisms.py ;;
     src/flowft/data/buffer.py) echo tests/test_buffer.py tests/test_misc.py tests/test_critic_diag.py \
-                                    tests/test_mechanisms.py ;;
+                                    tests/test_mechanisms.py tests/test_mutants_buffer.py ;;
     src/flowft/algos/ogpo.py) echo tests/test_mechanisms.py tests/test_objectives.py tests/test_ogpo_acting.py \
-                                   tests/test_extraction.py ;;
+                                   tests/test_extraction.py tests/test_mutants_ogpo.py ;;
     *) echo tests/test_mechanisms.py tests/test_objectives.py ;;
   esac
 }
@@ -92,10 +92,19 @@ CFG
     tr '\r' '\n' < "$OUT/$name.run.log" | grep -v '^\s*$' | tail -20 >&2
   fi
   grep -Ev ': (killed|timeout|not checked)$' "$OUT/$name/status.txt" > "$OUT/$name/survivors.txt" || true
-  : > "$OUT/$name/survivors.diff"
-  while IFS=: read -r mutant status; do
-    { echo "## $mutant:$status"; (cd "$scratch" && mutmut show "$mutant" 2>&1); } >> "$OUT/$name/survivors.diff" || true
-  done < "$OUT/$name/survivors.txt"
+  # the diff of every survivor from one process (`mutmut show` per mutant costs a start-up each: minutes)
+  (cd "$scratch" && python - "$OUT/$name/survivors.txt" > "$OUT/$name/survivors.diff" 2>&1 <<'PY'
+import sys
+from mutmut.mutation.diff_apply import find_mutant, get_diff_for_mutant
+for line in open(sys.argv[1]):
+    name, status = line.rstrip("\n").rsplit(": ", 1)
+    print(f"## {name}: {status}")
+    try:
+        print(get_diff_for_mutant(name, path=find_mutant(name).path))
+    except Exception as e:  # noqa: BLE001 - one unreadable mutant must not hide the others
+        print(f"(no diff: {type(e).__name__}: {e})")
+PY
+  ) || true
   elapsed=$(( $(date +%s) - start ))
   printf '%s: %s killed / %s mutants (%s checked; %s timed out), %s survive, %s s (%s)\n' "$target" "$killed" \
     "$total" "$checked" "$timeouts" "$(wc -l < "$OUT/$name/survivors.txt")" "$elapsed" "$(date -u +%FT%TZ)" \

@@ -33,7 +33,7 @@ OBS, DA, H = 6, 2, 4
 
 
 def make(variant: str = "ogpo-plus-ca", **kw) -> OGPO:
-    cfg = dataclasses.replace(ogpo_config(variant, "toy", "tiny"), critic_warmup=0, grad_diag_every=0, **kw)
+    cfg = dataclasses.replace(ogpo_config(variant, "toy", "tiny"), **{"critic_warmup": 0, "grad_diag_every": 0, **kw})
     torch.manual_seed(0)
     return OGPO(cfg, OBS, DA, H, torch.device("cpu"), seed=0)
 

@@ -173,7 +173,8 @@ class ReplayBuffer:
         rows = self._rows(total)
         for k in _ARRAYS:  # the metadata must describe the arrays: an edited `total` would sample empty slots
             got = arrays[k].shape[:2] if k in arrays else None
-            if got not in ((self.N, rows), (self.N, self.C) if "rows" not in meta else None):
+            # a missing array (got None) must not match a None placeholder: earlier-version files only add (N, C)
+            if got not in [(self.N, rows)] + ([(self.N, self.C)] if "rows" not in meta else []):
                 raise CheckpointError(f"replay buffer file {path}: '{k}' holds {got} [envs, slots], its metadata "
                                       f"(total {total}) says {(self.N, rows)} (damaged or edited file)")
         if arrays.get("ep_start", np.zeros(0)).shape != (self.N,) or not (arrays["ep_start"] <= total).all():
