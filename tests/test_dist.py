@@ -47,6 +47,8 @@ def test_run_flags_are_validated():
         RunConfig(env_workers=-1)
     with pytest.raises(ConfigError, match="--run.weight-sync-every must be an integer >= 1"):
         RunConfig(weight_sync_every=0)
+    with pytest.raises(ConfigError, match="--run.worker-order must be arrival or round-robin, got 'fifo'"):
+        RunConfig(worker_order="fifo")
 
 
 def test_worker_rings_sample_every_worker_and_round_trip(tmp_path):
@@ -152,7 +154,7 @@ def bc(tmp_path_factory):
 
 
 def _dist_config(bc, out, **run):
-    base = dict(env_workers=2, num_envs=4, worker_steps=8, env_steps=1600, start_training=320, eval_every=10_000,
+    base = dict(env_workers=2, num_envs=4, worker_steps=8, env_steps=3200, start_training=320, eval_every=10_000,
                 eval_episodes=64, eval_envs=16, ckpt_every=100_000, critic_diag_episodes=0)
     return tiny_train_config(bc, out, **{**base, **run})
 
@@ -162,11 +164,16 @@ def _rows(run_dir) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+ROUND_ROBIN = dict(worker_order="round-robin", ckpt_every=480, keep_checkpoints=10)
+"""The learning run and its reproduction take workers' messages in turn, so both are the same run of the seed (with
+`arrival` order the weights each message acts with depend on timing, and these tests' margins were flaky)."""
+
+
 @pytest.fixture(scope="module")
 def dist_run(ray_local, bc, tmp_path_factory):
     from flowft.dist.driver import DistTrainer
 
-    trainer = DistTrainer(_dist_config(bc, tmp_path_factory.mktemp("dist"), run_name="learn"))
+    trainer = DistTrainer(_dist_config(bc, tmp_path_factory.mktemp("dist"), run_name="learn", **ROUND_ROBIN))
     final = trainer.run()
     return trainer, final, _rows(trainer.run_dir)
 
@@ -174,26 +181,32 @@ def dist_run(ray_local, bc, tmp_path_factory):
 def test_distributed_run_improves_on_its_bc_start(dist_run):
     trainer, final, rows = dist_run
     first = rows[0]
-    assert int(first["env_steps"]) == 0 and trainer.env_steps == 1600
+    assert int(first["env_steps"]) == 0 and trainer.env_steps == 3200
     start = float(first["eval/ode/success"]) + float(first["eval/bon/success"])
     assert final["eval/ode/episodes"] == 64
-    assert final["eval/ode/success"] + final["eval/bon/success"] >= start + 0.2, (first, final)
-    # UTD counts the env steps the learner received: 0.25 updates per step after the warm-up
-    assert trainer.algo.grad_steps == pytest.approx((1600 - 320) * 0.25, abs=2 * 8 * 4 * 0.25)
+    # measured in round-robin order for seeds 0-3 (64 episodes per sampler): +0.44, +0.48, +0.55, +0.34 in ode + bon
+    assert final["eval/ode/success"] + final["eval/bon/success"] >= start + 0.25, (first, final)
+    # UTD counts the env steps the learner received: 0.25 updates per step from the message that reaches the
+    # warm-up's 320 steps (32 steps per message) to the budget
+    assert trainer.algo.grad_steps == (3200 - 320 + 32) * 0.25
 
 
-def test_weights_reach_workers_with_bounded_lag(dist_run):
+def test_weights_reach_workers_with_known_lag(dist_run):
     trainer, _, rows = dist_run
     train_rows = [r for r in rows if r.get("dist/policy_lag_max")]
-    assert len(train_rows) >= 1
+    assert [int(r["env_steps"]) for r in train_rows] == [1024, 2016, 3008, 3200]  # --run.log.log-every 1000
     for r in train_rows:  # --run.weight-sync-every 1: the first weights, then one broadcast per update
         assert float(r["dist/weight_syncs"]) == int(r["grad_steps"]) + 1
-    # a message's weights miss the updates paid for by the messages the learner took while it was collected: about
-    # 2 workers x 8 updates per message; if the weights never arrived the lag would grow with every update
-    last = train_rows[-1]
-    assert 0 < float(last["dist/policy_lag_mean"]) <= float(last["dist/policy_lag_max"]) <= 4 * 2 * 8, last
-    assert float(last["dist/policy_lag_max"]) < int(last["grad_steps"]) / 4
-    assert float(last["dist/worker_restarts"]) == 0
+    # in turn, a message acted with the weights of the moment its worker was relaunched; since then the learner paid
+    # 8 updates for that worker's previous message and 8 for the other worker's: a lag of exactly 2 x 8 (if the
+    # weights never arrived, it would grow with every update). The first row's 32 messages: 10 of the warm-up (lag
+    # 0), the one that starts training (8), then 21 at 16.
+    assert float(train_rows[0]["dist/policy_lag_mean"]) == (8 + 21 * 16) / 32
+    for r in train_rows:
+        assert float(r["dist/policy_lag_max"]) == 16, r
+    for r in train_rows[1:]:
+        assert float(r["dist/policy_lag_mean"]) == 16, r
+    assert float(train_rows[-1]["dist/worker_restarts"]) == 0
 
 
 def test_killing_a_worker_does_not_stop_the_run(ray_local, bc, tmp_path):
@@ -210,10 +223,10 @@ def test_killing_a_worker_does_not_stop_the_run(ray_local, bc, tmp_path):
     from flowft.utils.logging import LogConfig
 
     trainer = KillOnce(_dist_config(bc, tmp_path, env_steps=960, utd=0.05, eval_episodes=8, run_name="kill",
-                                    log=LogConfig(log_every=320, progress=False)))
+                                    worker_order="arrival", log=LogConfig(log_every=320, progress=False)))
     final = trainer.run()
     assert trainer.env_steps == 960 and final["eval/ode/episodes"] == 8
-    assert sorted(trainer.restarts) == [0, 1]
+    assert sorted(trainer.restarts) == [0, 1]  # heard in the loop, or at the latest when the budget drains
     assert trainer.lost_steps in (0, 8 * 4)  # its message in flight, unless it was already delivered
     last = [r for r in _rows(trainer.run_dir) if r.get("dist/worker_restarts")][-1]
     assert float(last["dist/worker_restarts"]) == 1 and float(last["dist/lost_env_steps"]) == trainer.lost_steps
@@ -222,14 +235,20 @@ def test_killing_a_worker_does_not_stop_the_run(ray_local, bc, tmp_path):
     assert trainer.buffer.rings[trainer.restarts.index(0)].total * 4 >= 320 / 2 + 8 * 4
 
 
-def test_distributed_checkpoint_resumes_learner_state(ray_local, bc, tmp_path):
+def test_round_robin_reproduces_the_run_and_resume_restores_it(dist_run, bc, tmp_path):
+    """A second run of the same seed in round-robin order, stopped at its checkpoint at 480 steps, holds exactly the
+    first run's weights there; resumed, it restores the learner and every ring exactly and trains on."""
+    from safetensors.torch import load_file
+
     from flowft.dist.driver import DistTrainer
     from helpers import final_weights
 
-    cfg = _dist_config(bc, tmp_path, env_steps=960, utd=0.05, eval_episodes=8, ckpt_every=480, run_name="part")
+    cfg = _dist_config(bc, tmp_path, run_name="part", **ROUND_ROBIN)
     part = DistTrainer(cfg)
     part.run(stop_at=480)
     saved = final_weights(part.run_dir)
+    first = load_file(str(dist_run[0].run_dir / "checkpoints" / "0000000480" / "model.safetensors"))
+    assert saved.keys() == first.keys() and all(torch.equal(saved[k], first[k]) for k in saved)
     rings = [(r.total, r.obs.copy()) for r in part.buffer.rings]
     resumed = DistTrainer(cfg, run_dir=part.run_dir, resume=True)
     try:
@@ -239,10 +258,11 @@ def test_distributed_checkpoint_resumes_learner_state(ray_local, bc, tmp_path):
                 assert torch.equal(v, saved[f"{name}.{k}"]), f"{name}.{k}"
         for (total, obs), r in zip(rings, resumed.buffer.rings):
             assert r.total == total and np.array_equal(r.obs, obs)
-        final = resumed.run()
+        resumed.run(stop_at=960)  # the learner and the fresh workers carry on to the next checkpoint
     finally:
         resumed.close()
-    assert resumed.env_steps == 960 and final["eval/ode/episodes"] == 8
+    assert resumed.env_steps == 960 and (part.run_dir / "checkpoints" / "0000000960").is_dir()
+    assert resumed.algo.grad_steps == (960 - 320 + 32) * 0.25
 
 
 def test_on_policy_algorithms_are_refused(ray_local, bc, tmp_path):

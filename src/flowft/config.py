@@ -92,12 +92,17 @@ class RunConfig:
     """--run.env-workers: learner updates between two weight broadcasts to the workers (Ray object store)."""
     worker_steps: int = 16
     """--run.env-workers: vector-env steps a worker collects per message to the learner."""
+    worker_order: Literal["arrival", "round-robin"] = "arrival"
+    """--run.env-workers: the order the learner takes workers' messages in. `arrival`: whichever is ready first
+    (fastest; the order, and so the run, depends on timing). `round-robin`: each worker in turn (a slow worker
+    stalls the others; the run is reproducible from its seed, as the single-process loop is)."""
     log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self):
         check(self, _RUN_RULES, "run.", lambda c, flag: [
             (len(c.eval_samplers) > 0, "eval_samplers", "needs at least one sampler (ode, sde, bon)"),
             (c.precision in ("fp32", "bf16-nograd", "bf16"), "precision", "must be fp32, bf16-nograd or bf16"),
+            (c.worker_order in ("arrival", "round-robin"), "worker_order", "must be arrival or round-robin"),
             *sub_rules(c, "log", LOG_RULES)])
 
 

@@ -42,6 +42,8 @@ except ImportError:  # the [dist] extra is missing: the Trainer says so in one l
 MAX_RESTARTS = 100
 """Restarts of one worker after which the run stops (a worker that cannot live is a bug, not bad luck)."""
 RETRY_S = 0.5
+DRAIN_S = 60.0
+"""At the budget, how long the learner waits for the messages still in flight (to hear of a worker death)."""
 """Pause before asking a restarting worker again (Ray answers ActorUnavailableError until it is back)."""
 
 
@@ -60,6 +62,7 @@ class DistTrainer(Trainer):
         self.workers, self.evaluator, self._pending, self._eval = [], None, {}, None
         self.restarts, self.lost_steps, self.syncs, self._since_sync = [], 0, 0, 0
         self._down: set[int] = set()  # workers whose death is counted and whose restart is awaited
+        self._turn = 0  # --run.worker-order round-robin: the worker whose message the learner takes next
         self.lag_window: list[int] = []
         self._own_ray = False
         super()._setup(resume, repair, explicit)
@@ -128,10 +131,17 @@ class DistTrainer(Trainer):
         self._pending[i] = self.workers[i].collect.remote(self.cfg.run.worker_steps)
 
     def _receive(self) -> tuple[int, dict | None]:
-        """The first message to arrive, as (worker, message); (worker, None) when that worker died."""
-        ref_of = {ref: i for i, ref in self._pending.items()}
-        (ready,), _ = ray.wait(list(ref_of), num_returns=1)
-        i = ref_of[ready]
+        """The next message, as (worker, message); (worker, None) when that worker died. `arrival`: the first one
+        ready. `round-robin`: worker `_turn`'s, then the next worker's turn; each actor runs the driver's calls in
+        the order they were sent, so every message then acts with the same weights on every run of the seed."""
+        if self.cfg.run.worker_order == "round-robin":
+            i, self._turn = self._turn, (self._turn + 1) % len(self.workers)
+            ready = self._pending[i]
+            ray.wait([ready], num_returns=1)
+        else:
+            ref_of = {ref: i for i, ref in self._pending.items()}
+            (ready,), _ = ray.wait(list(ref_of), num_returns=1)
+            i = ref_of[ready]
         del self._pending[i]
         try:
             msg = ray.get(ready)
@@ -145,22 +155,25 @@ class DistTrainer(Trainer):
         """Worker i died: Ray restarts its actor; count the loss (the message in flight, if any), close its ring's
         open episodes, and send the new actor a fresh episode stream and the current weights before its first
         message."""
-        r = self.cfg.run
         if i in self._down:  # still restarting (ActorUnavailableError): the same death, retried after a pause
             time.sleep(RETRY_S)
         else:
-            self._down.add(i)
-            self.restarts[i] += 1
-            self.lost_steps += r.worker_steps * r.num_envs if in_flight else 0
-            if self.restarts[i] > MAX_RESTARTS:
-                raise FlowftError(f"env worker {i} died {self.restarts[i]} times; last error: {type(err).__name__}")
-            self.buffer.cut_episodes(i)
-            print(f"env worker {i} died at env step {self.env_steps} ({type(err).__name__}); Ray restarts it "
-                  f"(restart {self.restarts[i]}, {self.lost_steps} env steps lost so far)", file=sys.stderr)
+            self._count_death(i, err, in_flight)
         w = self.workers[i]
         w.start.remote(self._stream(i))
         w.set_weights.remote(self.version, self._weights_ref)
         self._launch(i)
+
+    def _count_death(self, i: int, err: Exception, in_flight: bool) -> None:
+        r = self.cfg.run
+        self._down.add(i)
+        self.restarts[i] += 1
+        self.lost_steps += r.worker_steps * r.num_envs if in_flight else 0
+        if self.restarts[i] > MAX_RESTARTS:
+            raise FlowftError(f"env worker {i} died {self.restarts[i]} times; last error: {type(err).__name__}")
+        self.buffer.cut_episodes(i)
+        print(f"env worker {i} died at env step {self.env_steps} ({type(err).__name__}); Ray restarts it "
+              f"(restart {self.restarts[i]}, {self.lost_steps} env steps lost so far)", file=sys.stderr)
 
     def _ingest(self, i: int, msg: dict) -> int:
         """Store a message; returns its env steps."""
@@ -248,6 +261,8 @@ class DistTrainer(Trainer):
                 if self.env_steps < r.env_steps:
                     self._maybe_stop(bar, saved_at)
             bar.close()
+            self._drain()
+            self._log_train_row()
             last_eval = self._poll_eval(block=True) or last_eval
             return self._final(last_eval)
         except DivergenceError as err:
@@ -273,9 +288,27 @@ class DistTrainer(Trainer):
         bar.update(n)
         if _crossed(before, self.env_steps, r.eval_every) and self.env_steps < r.env_steps:
             self._launch_eval()
-        if _crossed(before, self.env_steps, r.log.log_every) or _crossed(before, self.env_steps, r.eval_every):
+        crossed = _crossed(before, self.env_steps, r.log.log_every) or _crossed(before, self.env_steps, r.eval_every)
+        if crossed and self.env_steps < r.env_steps:  # the row at the budget is logged after _drain
             self._log_train_row()
         return True
+
+    def _drain(self) -> None:
+        """At the budget: settle every message still in flight, so that a worker death the loop has not yet heard
+        of is counted (dist/worker_restarts) instead of vanishing with the run. Messages collected past the budget
+        are dropped. A worker still restarting is not waited for (its death is counted); one that does not answer
+        within DRAIN_S is left to close()."""
+        pending = {ref: i for i, ref in self._pending.items() if i not in self._down}
+        self._pending = {}
+        ready, late = ray.wait(list(pending), num_returns=len(pending), timeout=DRAIN_S) if pending else ([], [])
+        for ref in ready:
+            try:
+                ray.get(ref)
+            except (RayActorError, WorkerRestarted) as err:
+                self._count_death(pending[ref], err, in_flight=isinstance(err, RayActorError))
+        if late:
+            print(f"env workers {sorted(pending[ref] for ref in late)} sent nothing for {DRAIN_S:.0f} s after the "
+                  "budget was reached; their last messages are dropped", file=sys.stderr)
 
     def _final(self, last_eval: dict[str, float]) -> dict[str, float]:
         """At the budget: the final evaluation (blocking, on the eval worker), the final checkpoint, the plot."""
