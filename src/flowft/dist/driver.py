@@ -27,7 +27,7 @@ from flowft.dist.worker import EnvWorker, WorkerRestarted, get_weights, weight_b
 from flowft.envs.make import make_vec_env
 from flowft.errors import ConfigError, FlowftError
 from flowft.registry import get_algorithm
-from flowft.train.checkpointing import kept_checkpoint_note, load_checkpoint, save_checkpoint
+from flowft.train.checkpointing import load_checkpoint, save_checkpoint
 from flowft.train.collector import ChunkCollector
 from flowft.train.loop import EPISODE_WINDOW, Trainer
 from flowft.utils.logging import summary_line
@@ -266,11 +266,7 @@ class DistTrainer(Trainer):
             last_eval = self._poll_eval(block=True) or last_eval
             return self._final(last_eval)
         except DivergenceError as err:
-            bar.close()
-            kept = kept_checkpoint_note(self.run_dir)
-            (self.run_dir / "DIVERGED.txt").write_text(f"{err}\nat env step {self.env_steps}\n{kept}\n")
-            print(f"training diverged: {err}. {kept}", file=sys.stderr)
-            self.logger.close()
+            self._diverged(err, bar)
             raise
 
     def _step(self, bar) -> bool:

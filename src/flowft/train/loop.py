@@ -319,12 +319,16 @@ class Trainer:
             bar.close()
             return self._finish(last_eval, last_eval_step)  # inside the guard: the final save can diverge too
         except DivergenceError as err:
-            bar.close()
-            kept = kept_checkpoint_note(self.run_dir)  # re-checked: intact (manifest) and finite
-            (self.run_dir / "DIVERGED.txt").write_text(f"{err}\nat env step {self.env_steps}\n{kept}\n")
-            print(f"training diverged: {err}. {kept}", file=sys.stderr)
-            self.logger.close()
+            self._diverged(err, bar)
             raise
+
+    def _diverged(self, err: DivergenceError, bar) -> None:
+        """Record a divergence: DIVERGED.txt names the checkpoint kept, re-checked (intact manifest, finite)."""
+        bar.close()
+        kept = kept_checkpoint_note(self.run_dir)
+        (self.run_dir / "DIVERGED.txt").write_text(f"{err}\nat env step {self.env_steps}\n{kept}\n")
+        print(f"training diverged: {err}. {kept}", file=sys.stderr)
+        self.logger.close()
 
     def _finish(self, last_eval: dict[str, float], last_eval_step: int) -> dict[str, float]:
         """At the budget: the final evaluation (unless one ran at this step), the final checkpoint, the plot."""
