@@ -53,7 +53,7 @@ SMOKE = {"demos": 4, "bc": {"steps": 20, "eval_every": 10, "min_steps": 0, "eval
 
 def main(out: str = "runs/fetch_push", budget: dict = GUIDE, task: str = TASK) -> dict:
     from flowft.algos.bc import pretrain
-    from flowft.data.hdf5 import write_demos
+    from flowft.data.readers.hdf5 import write_demos
     from flowft.evaluation_cli import run_eval
     from flowft.presets import bc_preset, train_preset
     from flowft.train.loop import Trainer

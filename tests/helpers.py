@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from flowft.algos.bc import pretrain
-from flowft.data.hdf5 import write_demos
+from flowft.data.readers.hdf5 import write_demos
 from flowft.presets import bc_preset, train_preset
 from flowft.registry import get_task
 

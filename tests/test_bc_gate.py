@@ -14,7 +14,7 @@ import torch
 from flowft.algos import bc as bc_mod
 from flowft.algos.bc import BCConfig, pretrain
 from flowft.algos.bc_gate import ClipGate, LossPlateau
-from flowft.data.hdf5 import read_demos, write_demos
+from flowft.data.readers.hdf5 import read_demos, write_demos
 from flowft.envs.operator_noise import (ExpertParams, OperatorLayer, OperatorNoise, OUNoise, draw_episode, episode_rng,
                                         rotvec)
 from flowft.presets import bc_preset

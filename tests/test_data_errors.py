@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from flowft.algos.bc import pretrain
-from flowft.data.hdf5 import load_demos, read_demos, write_demos
-from flowft.data.minari_reader import read_minari
+from flowft.data.load import load_demos
+from flowft.data.readers.hdf5 import read_demos, write_demos
+from flowft.data.readers.minari import read_minari
 from flowft.errors import DataError, DataNotFoundError
 from flowft.presets import bc_preset
 from flowft.registry import get_task

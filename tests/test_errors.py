@@ -11,7 +11,7 @@ import torch
 
 from flowft.algos.base import DivergenceError
 from flowft.algos.bc import pretrain
-from flowft.data.hdf5 import read_demos, write_demos
+from flowft.data.readers.hdf5 import read_demos, write_demos
 from flowft.presets import bc_preset, train_preset
 from flowft.registry import get_task
 from flowft.train.collector import ChunkCollector

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from flowft.algos.bc import pretrain
-from flowft.data.hdf5 import read_demos, write_demos
+from flowft.data.readers.hdf5 import read_demos, write_demos
 from flowft.envs.toy import ToyReachEnv
 from flowft.policies.normalizer import Normalizer
 from flowft.presets import bc_preset

@@ -5,7 +5,7 @@ This is the library's end-to-end learning test (~1 minute on 2 CPU cores)."""
 import pytest
 
 from flowft.algos.bc import pretrain
-from flowft.data.hdf5 import write_demos
+from flowft.data.readers.hdf5 import write_demos
 from flowft.presets import bc_preset, train_preset
 from flowft.registry import get_task
 from flowft.train.loop import Trainer

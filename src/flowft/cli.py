@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from flowft import __version__
+from flowft.cli_demos import DemosArgs  # noqa: F401  (flowft.cli.DemosArgs: the demos verb's options)
 
 if TYPE_CHECKING:
     import tyro
@@ -75,45 +76,10 @@ def _preset_help(verb: str, task: str, size: str) -> str:
             "--help` shows that preset's values.")
 
 
-@dataclass(frozen=True)
-class DemosArgs:
-    out: str
-    """Output HDF5 path."""
-    env: str = "toy"
-    """Task name (`flowft info` lists them)."""
-    episodes: int = 200
-    """Episodes to generate (failed ones are kept and flagged)."""
-    seed: int = 0
-    """Seed of the env resets and the expert's noise."""
-    style: Literal["operator", "clean"] | None = None
-    """Demonstration style (robosuite lift/can/square). operator (default for lift/can): per-episode perturbed
-    experts (gain, approach height, grasp offset and timing), correlated OU noise on every dim incl. rotation,
-    operator pauses and ramped gripper commands (flowft/envs/operator_noise.py). clean (default for square and the
-    old behaviour): the scripted expert + i.i.d. --action-noise. Other tasks have one style."""
-    action_noise: float | None = None
-    """Std of i.i.d. Gaussian noise added to the expert's actions (default: 0.1 for clean, 0 on top of operator)."""
-
-
 def cmd_demos(argv: list[str]) -> int:
-    import time
+    from flowft.cli_demos import demos_main
 
-    from flowft.data.readers.hdf5 import write_demos
-    from flowft.registry import get_task
-
-    args = _tyro().cli(DemosArgs, args=argv, prog="flowft demos", description="Generate demonstrations (HDF5).")
-    task = get_task(args.env)
-    print(f"flowft demos: generating {args.episodes} episodes of {args.env} ...", file=sys.stderr, flush=True)
-    t0 = time.perf_counter()
-    try:
-        eps = task.demos(args.episodes, args.seed, args.action_noise, args.style)
-    except ValueError as e:
-        raise SystemExit(f"flowft demos: {e}") from None
-    write_demos(args.out, eps, task.meta())
-    rate = sum(e["success"] for e in eps) / max(1, len(eps))
-    style = eps[0].get("style", {}).get("style", "clean") if eps else "clean"
-    print(f"wrote {len(eps)} episodes ({style} style) to {args.out} in {time.perf_counter() - t0:.0f} s; expert "
-          f"success rate {rate:.3f} (failed episodes are flagged; BC trains on successes only)")
-    return 0
+    return demos_main(argv, _tyro())
 
 
 def cmd_pretrain(argv: list[str]) -> int:
@@ -366,6 +332,31 @@ def _one_line(verb: str, msg: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `flowft` entry point: run the verb, then flush stdout here, where a reader that went away early
+    (`flowft --help | head -1`) can be handled, instead of at interpreter exit, which prints a BrokenPipeError."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            if sys.stdout is not None:
+                sys.stdout.flush()
+    except BrokenPipeError:
+        return _stdout_closed()
+
+
+def _stdout_closed() -> int:
+    """The Python docs' recipe for SIGPIPE: point stdout at devnull so the exit flush of the unwritten rest does not
+    fail again, and exit 141 (128 + SIGPIPE) like a Unix tool the pipe's reader stopped listening to."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (an in-process capture): nothing to redirect
+        pass
+    return 141
+
+
+def _run(argv: list[str] | None) -> int:
     import os
     import signal
     import threading

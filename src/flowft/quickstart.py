@@ -137,7 +137,8 @@ def _train_stage(args: QuickstartArgs, out: Path, stem: str, bc_ckpt: Path):
 
 
 def _quickstart(args: QuickstartArgs, out: Path, n_demos: int, stem: str) -> dict:
-    from flowft.data.hdf5 import write_demos
+    from flowft.data.readers.hdf5 import write_demos
+    from flowft.envs.demo_progress import demo_bar
     from flowft.registry import get_task
 
     t0 = time.perf_counter()
@@ -145,7 +146,8 @@ def _quickstart(args: QuickstartArgs, out: Path, n_demos: int, stem: str) -> dic
     demos = out / f"demos-{task_slug(args.task)}-s{args.seed}-n{n_demos}.hdf5"
     if not demos.exists():  # written atomically: an existing file is complete
         print(f"[1/3] generating {n_demos} demonstrations -> {demos}", file=sys.stderr)
-        eps = task.demos(n_demos, args.seed)  # the task's default style (operator on lift/can)
+        with demo_bar(n_demos, f"demos {args.task}"):  # on a terminal only, like the BC and training bars
+            eps = task.demos(n_demos, args.seed)  # the task's default style (operator on lift/can)
         write_demos(demos, eps, task.meta())
         print(f"      expert success {sum(e['success'] for e in eps) / len(eps):.2f}", file=sys.stderr)
     else:

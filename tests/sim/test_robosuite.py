@@ -282,7 +282,7 @@ def test_eval_video_of_lift_policy(tmp_path):
     if probe.returncode != 0:
         pytest.skip("no EGL rendering backend on this machine")
     from flowft.cli import main
-    from flowft.data.hdf5 import write_demos
+    from flowft.data.readers.hdf5 import write_demos
     from flowft.registry import get_task
 
     task = get_task("lift")

@@ -18,7 +18,7 @@ from flowft.bench.runner import BUSY_RC, FINISHED, bc_state, cell_config, cell_s
 
 def _worker_bc(spec: dict) -> None:
     from flowft.algos.bc import pretrain
-    from flowft.data.hdf5 import write_demos
+    from flowft.data.readers.hdf5 import write_demos
     from flowft.presets import bc_preset
     from flowft.registry import get_task
 

@@ -48,6 +48,7 @@ import gymnasium
 import numpy as np
 from tqdm import tqdm
 
+from flowft.envs.demo_progress import episode_done
 from flowft.envs.gym_robotics import first_reset_seed, import_gym_robotics
 from flowft.envs.rollout import record_episode
 
@@ -224,6 +225,7 @@ def generate_episodes(
         episode, last_info = record_episode(env, lambda o: expert_action(params, o), ep_seed, action_noise, rng)
         episode["success"] = bool(last_info["success"])  # success at the last step (record_episode's is "any step")
         episodes.append(episode)
+        episode_done(episode)
     env.close()
     if progress:
         dt = time.perf_counter() - t0

@@ -29,6 +29,7 @@ import gymnasium
 import numpy as np
 from tqdm import tqdm
 
+from flowft.envs.demo_progress import episode_done
 from flowft.envs.gym_robotics import first_reset_seed, import_gym_robotics
 from flowft.envs.rollout import record_episode
 
@@ -232,6 +233,7 @@ def generate_episodes(
         plan = task_plan(dataset, i, rng)
         ep_seed = int(rng.integers(0, 2**31 - 1))
         eps.append(rollout_expert(env, plan, ep_seed, action_noise, jitter, rng))
+        episode_done(eps[-1])
     env.close()
     if progress:
         sr = np.mean([e["success"] for e in eps]) if eps else float("nan")

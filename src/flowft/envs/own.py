@@ -34,6 +34,7 @@ from typing import Any, Callable
 import numpy as np
 
 from flowft.envs.adapter import ADAPTER_OPTIONS, FlowftAdapter
+from flowft.envs.demo_progress import episode_done
 from flowft.envs.taskspec import TaskSpec
 from flowft.errors import ConfigError, DataError
 
@@ -165,7 +166,7 @@ def task_from_spec(text: str) -> TaskSpec:
 
 def expert_demos(make: Callable[[bool], Any], expert: str | Callable, name: str = "") -> Callable[..., list[dict]]:
     """generate(n, seed, action_noise) recording `expert` (obs -> action in [-1, 1], or `module:callable`) on the
-    envs `make(False)` builds, in the flowft episode format (data/hdf5.py)."""
+    envs `make(False)` builds, in the flowft episode format (data/readers/hdf5.py)."""
 
     def generate(n: int, seed: int, action_noise: float = 0.1, **_) -> list[dict]:
         policy = expert
@@ -174,8 +175,12 @@ def expert_demos(make: Callable[[bool], Any], expert: str | Callable, name: str 
             policy = getattr(module, attr)
         env, rng = make(False), np.random.default_rng(seed)
         seeds = np.random.SeedSequence(seed).generate_state(n)
+        episodes = []
         try:
-            return [_expert_episode(env, policy, int(s), action_noise, rng, name) for s in seeds]
+            for s in seeds:
+                episodes.append(_expert_episode(env, policy, int(s), action_noise, rng, name))
+                episode_done(episodes[-1])
+            return episodes
         finally:
             env.close()
 

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .demo_progress import episode_done
 from .operator_noise import (STYLES, TASK_PROFILES, ExpertParams, OperatorLayer, OperatorNoise, draw_episode,
                              episode_rng)
 from .operator_noise import quat_xyzw_to_mat as _quat_xyzw_to_mat
@@ -378,6 +379,7 @@ def generate_episodes(
                 extra = {"perturbation": draw.metadata()}
             ep = {**rollout_expert(env, expert, int(s), action_noise, noise_rng, operator), "style": meta, **extra}
             episodes.append(ep)
+            episode_done(ep)
             if callback is not None:
                 callback(i, ep)
             if progress:

@@ -16,6 +16,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from flowft.envs.demo_progress import episode_done
+
 
 class ToyReachEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"]}
@@ -86,7 +88,7 @@ def expert_action(obs: np.ndarray, goal_idx: int, rng: np.random.Generator, nois
 
 
 def generate_episodes(n: int, seed: int, action_noise: float = 0.1, **env_kwargs: Any) -> list[dict]:
-    """Scripted expert episodes in the flowft episode format (see flowft.data.hdf5)."""
+    """Scripted expert episodes in the flowft episode format (see flowft.data.readers.hdf5)."""
     env, rng, episodes = ToyReachEnv(**env_kwargs), np.random.default_rng(seed), []
     seeds = np.random.SeedSequence(seed).generate_state(n)
     for i in range(n):
@@ -102,6 +104,7 @@ def generate_episodes(n: int, seed: int, action_noise: float = 0.1, **env_kwargs
             done, success = term or trunc, info["success"]
         episodes.append({"obs": {"obs": np.array(O, np.float32)}, "actions": np.array(A, np.float32),
                          "rewards": np.array(R, np.float32), "dones": np.array(D, bool), "success": success})
+        episode_done(episodes[-1])
     return episodes
 
 
