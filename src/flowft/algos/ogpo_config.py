@@ -81,7 +81,7 @@ class OGPOConfig:
     success_critic_step: bool = False
     """Extra TD step on a success-buffer batch (`use_success_buffer_q`, square/transport scripts)."""
     extraction: Literal["ppo", "awr", "awr_fm", "fpo", "bptt"] = "ppo"
-    """Actor objective (§1.9, §4.4, §4.6): ppo = OGPO's clipped chain ratio; awr = AW-OGPO, clipped exp(A/beta)
+    """Actor objective: ppo = OGPO's clipped chain ratio; awr = AW-OGPO, clipped exp(A/beta)
     weights replace A there; awr_fm = weighted CFM on G target-actor ODE samples per state; fpo = CFM-loss ratio
     exp(L_old - L_new) on them, clipped; bptt = max `target_agg` target Q backpropagated through the ODE sampler."""
     awr_mode: AWRMode = "symmetric"

@@ -191,7 +191,7 @@ SUITES: dict[str, Suite] = {
                      "can": BCStage(demo_episodes=20, demo_noise=None, demo_style=None)},
         ),
         Suite(
-            "paper", "paper size (4x512, G=32, M=10) and budgets (algorithm_reference §1.7): 2M env steps "
+            "paper", "paper size (4x512, G=32, M=10) and budgets (the paper's): 2M env steps "
             "(transport 3M, Adroit 0.5M), eval every 20k with 64 episodes, 3 seeds. GPU territory; untested here",
             tasks=("square", "transport", "tool_hang", *_KITCHEN, *_ADROIT), seeds=(0, 1, 2), size="paper",
             budget=Budget(env_steps=2_000_000, eval_every=20_000, eval_episodes=64, eval_envs=32,

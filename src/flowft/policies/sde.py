@@ -31,8 +31,8 @@ class SDEConfig:
     """tapered: sigma_k = sigma_b*sqrt(1-t_k) (all OGPO scripts); constant: sigma_b with a deterministic last step."""
     correction: Literal["consistent", "reference", "none"] = "consistent"
     """Score drift correction. `consistent`: mean = x + dt*v + sigma_k^2/2 * score, the Euler-Maruyama step that
-    keeps the ODE marginals for per-step std sigma_k (§2.2). `reference`: the authors' code, which also multiplies
-    the correction by dt (K times smaller, §1.11 point 1). `none`: no correction (ReinFlow-style; breaks marginals)."""
+    keeps the ODE marginals for per-step std sigma_k. `reference`: the authors' code, which also multiplies the
+    correction by dt (K times smaller). `none`: no correction (ReinFlow-style; breaks marginals)."""
     clip_intermediate: bool = True
     """Clip each step's mean to [-1, 1] (`clip_intermediate_actions=true`)."""
     noise_clip: float = 3.0
