@@ -7,6 +7,7 @@ remaining flags, so every other flag overrides the chosen preset's values and `-
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,12 +116,19 @@ def cmd_train(argv: list[str]) -> int:
                    description=f"{spec.doc}.\n\n{_preset_help(f'train {algo}', task, size)}")
     cfg = TrainConfig(algo_name=algo, run=cfg.run, algo=cfg.algo)
     trainer = trainer_class(cfg)(cfg)
-    print(f"run dir: {trainer.run_dir}", file=sys.stderr)
+    if _main_rank():
+        print(f"run dir: {trainer.run_dir}", file=sys.stderr)
     res = trainer.run()
     from flowft.utils.logging import summary_table
 
-    print(summary_table(res, f"final results of {trainer.run_dir}"))
+    if _main_rank():
+        print(summary_table(res, f"final results of {trainer.run_dir}"))
     return 0
+
+
+def _main_rank() -> bool:
+    """Under torchrun only rank 0 reports (the other ranks of the data-parallel learner record nothing)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 @dataclass(frozen=True)
@@ -165,7 +173,8 @@ def cmd_resume(argv: list[str]) -> int:
     res = trainer_class(cfg)(cfg, run_dir=Path(args.run_dir), resume=True, repair_metrics=args.repair_metrics).run()
     from flowft.utils.logging import summary_table
 
-    print(summary_table(res, f"final results of {args.run_dir}"))
+    if _main_rank():
+        print(summary_table(res, f"final results of {args.run_dir}"))
     return 0
 
 

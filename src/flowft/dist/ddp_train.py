@@ -78,6 +78,7 @@ class DDPTrainer(Trainer):
         if failed is not None:
             raise SystemExit(f"rank {self.rank}: rank 0 failed to start ({failed})")
         self.run_dir, self.logger = Path(run_dir), _NoLogger()
+        self.evals = max(self.evals, 1)  # the start-of-run evaluation is rank 0's (evals seed only rank 0's evals)
         if self.finished:
             return
         self.dims = task_dims(self.task)
