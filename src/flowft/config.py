@@ -76,6 +76,10 @@ class RunConfig:
     matmuls (AVX512-BF16/AMX CPU, or a GPU), else fp32 with a warning. Not a default: learning curves untested."""
     plot: bool = True
     """Write a learning-curve PNG (plots/learning_curve.png) at every eval."""
+    video_every: int = 0
+    """Record one rendered episode of the first eval sampler every this-many env steps, at the evaluation there
+    (a multiple of --run.eval-every), and at the budget, to RUN/videos/STEP/eval_SAMPLER.mp4 (needs the [video]
+    extra and an offscreen renderer). 0 = off."""
     critic_diag_episodes: int = 10
     """Critic-quality diagnostic (train/critic_diag/*, docs/algorithm.md): at every train-metric row, the critic's
     Q on the executed chunks of the last this-many finished training episodes vs. their discounted Monte-Carlo
@@ -103,6 +107,8 @@ class RunConfig:
             (len(c.eval_samplers) > 0, "eval_samplers", "needs at least one sampler (ode, sde, bon)"),
             (c.precision in ("fp32", "bf16-nograd", "bf16"), "precision", "must be fp32, bf16-nograd or bf16"),
             (c.worker_order in ("arrival", "round-robin"), "worker_order", "must be arrival or round-robin"),
+            (c.video_every % c.eval_every == 0, "video_every",
+             f"must be a multiple of --run.eval-every {c.eval_every} (videos are recorded at evaluations)"),
             *sub_rules(c, "log", LOG_RULES)])
 
 
@@ -114,7 +120,7 @@ _RUN_RULES = rules({
     ("seed", "start_training"): INT_NONNEG,
     "utd": number(ge=0, note="0 = collect only, no updates"),
     "threads": integer(1, none="torch's choice"),
-    "critic_diag_episodes": integer(0, note="0 = off"),
+    ("critic_diag_episodes", "video_every"): integer(0, note="0 = off"),
     "env_workers": integer(0, note="0 = single process"),
     ("weight_sync_every", "worker_steps"): INT_POS,
 })

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
 import sys
 from dataclasses import dataclass
@@ -17,10 +16,11 @@ from flowft.deploy import act_functions, resolve_checkpoint
 from flowft.envs.make import make_vec_env
 from flowft.errors import ConfigError
 from flowft.registry import get_task
-from flowft.train.evaluate import evaluate
+from flowft.train.evaluate import evaluate, record_videos
 from flowft.utils.checkpoint import read_checkpoint_json
 from flowft.utils.logging import console, results_table
 from flowft.utils.seeding import seed_everything
+from flowft.utils.video import check_video_extra
 from flowft.utils.validate import INT_NONNEG, INT_POS, check, parse_cli, rules
 
 
@@ -103,14 +103,6 @@ def default_samplers(ckpt: Path) -> tuple[str, ...]:
     from flowft.registry import get_algorithm
 
     return tuple(dict.fromkeys(("ode", get_algorithm(cfg["algo_name"]).headline)))
-
-
-def check_video_extra() -> None:
-    """--video needs imageio + imageio-ffmpeg: checked before the evaluation, not after it."""
-    missing = [m for m in ("imageio", "imageio_ffmpeg") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ConfigError(f"--video needs the [video] extra (missing {', '.join(missing)}): "
-                          "pip install 'flowft[video]'")
 
 
 def video_dir(ckpt: Path) -> Path:
@@ -197,21 +189,3 @@ def append_eval_csv(out: Path, path: str, seed: int, results: dict) -> None:
         for sampler, r in results.items():
             w.writerow([str(ckpt), task, sampler, seed, int(r["episodes"]), r["success"], r["return"],
                         r["success_length"], source])
-
-
-def record_videos(fns, samplers, task, out_dir: Path, seed: int, device) -> list[Path]:
-    """One rendered episode per sampler, offscreen (MUJOCO_GL defaults to egl; set osmesa for CPU-only GL)."""
-    import os
-
-    from flowft.utils.video import write_mp4
-
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    venv = make_vec_env(task, 1, render=True, vectorization="sync")
-    paths = []
-    for s in samplers:
-        frames: list = []
-        evaluate(fns[s], venv, task.chunk_len, 1, seed=seed, stream=1, device=device, frames=frames)
-        paths.append(write_mp4(out_dir / f"eval_{s}.mp4", frames))
-        console(f"video: {paths[-1]} ({len(frames)} frames)")
-    venv.close()
-    return paths

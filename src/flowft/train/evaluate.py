@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from flowft.envs.make import reset_vec_env
+from flowft.envs.make import make_vec_env, reset_vec_env
 from flowft.train.collector import ActFn, ChunkCollector
+from flowft.utils.logging import console
 
 
 def evaluate(act_fn: ActFn, venv: gym.vector.VectorEnv, chunk_len: int, episodes: int, seed: int, stream: int,
@@ -55,3 +58,22 @@ def _bar(label: str | None, episodes: int):
 
     # disable=None: no bar when stderr is not a terminal (logs, CI); leave=False: the result line replaces it
     return tqdm(total=episodes, desc=label, unit="ep", leave=False, disable=None, dynamic_ncols=True)
+
+
+def record_videos(fns: dict[str, ActFn], samplers, task, out_dir: Path, seed: int, device) -> list[Path]:
+    """One rendered episode per sampler to out_dir/eval_SAMPLER.mp4, offscreen (MUJOCO_GL defaults to egl; set
+    osmesa for CPU-only GL). Used by `flowft eval --video` and by training's --run.video-every."""
+    from flowft.utils.video import write_mp4
+
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    venv = make_vec_env(task, 1, render=True, vectorization="sync")
+    paths = []
+    try:
+        for s in samplers:
+            frames: list = []
+            evaluate(fns[s], venv, task.chunk_len, 1, seed=seed, stream=1, device=device, frames=frames)
+            paths.append(write_mp4(Path(out_dir) / f"eval_{s}.mp4", frames))
+            console(f"video: {paths[-1]} ({len(frames)} frames)")
+    finally:
+        venv.close()
+    return paths

@@ -31,8 +31,9 @@ from flowft.envs.make import make_vec_env, reset_vec_env
 from flowft.errors import ConfigError
 from flowft.registry import get_algorithm, get_task, task_slug
 from flowft.train.checkpointing import kept_checkpoint_note, load_checkpoint, save_checkpoint
+from flowft.train.clock import Clock
 from flowft.train.collector import ChunkCollector, env_states, restore_env_states
-from flowft.train.evaluate import evaluate
+from flowft.train.evaluate import evaluate, record_videos
 from flowft.train.onpolicy import RolloutStorage
 from flowft.train.resuming import plan_resume
 from flowft.train.runguard import (LOCK_NAME, GracefulStop, RunInterrupted, RunLock, check_new_run_dir,
@@ -42,6 +43,7 @@ from flowft.utils.config_io import to_dict, write_json
 from flowft.utils.logging import Logger, console, summary_line
 from flowft.utils.provenance import record as record_provenance
 from flowft.utils.seeding import seed_everything
+from flowft.utils.video import check_video_extra
 
 EPISODE_WINDOW = 50  # train/episode_* are means over the last this-many finished training episodes
 
@@ -61,26 +63,6 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
     name = cfg.run.run_name or f"{cfg.algo_name}-{task_slug(cfg.run.task)}-s{cfg.run.seed}-{stamp}"
     return Path(cfg.run.out_dir) / name
-
-
-class _Clock:
-    """The time/* columns: throughput over this sitting and over the last log window, both without in-loop
-    evaluation time (update_frac = the learner's share of training wall time)."""
-
-    def __init__(self, steps0: int):
-        self.t0 = self._now = time.perf_counter()
-        self.steps0, self.t_update, self.t_eval = steps0, 0.0, 0.0
-        self.win = (self.t0, steps0, 0.0, 0.0)  # (time, env steps, update s, eval s) at the previous log row
-
-    def row(self, steps: int) -> dict[str, float]:
-        self._now = now = time.perf_counter()
-        dt, wdt = now - self.t0 - self.t_eval, now - self.win[0] - (self.t_eval - self.win[3])
-        return {"time/sps": (steps - self.steps0) / dt, "time/update_frac": self.t_update / dt,
-                "time/eval_s": self.t_eval, "time/sps_window": (steps - self.win[1]) / wdt,
-                "time/update_frac_window": (self.t_update - self.win[2]) / wdt}
-
-    def mark(self, steps: int) -> None:
-        self.win = (self._now, steps, self.t_update, self.t_eval)
 
 
 class Trainer:
@@ -113,6 +95,8 @@ class Trainer:
     def _setup(self, resume: bool, repair: bool, explicit: bool) -> None:
         r = self.cfg.run
         require_simulator(r.task)
+        if r.video_every:
+            check_video_extra("--run.video-every")
         self.dims = task_dims(self.task)
         ckpt = history = None
         if resume:
@@ -294,7 +278,7 @@ class Trainer:
             console(summary_line(last_eval, 0))
         bar = tqdm(total=r.env_steps, initial=self.env_steps, unit="step", dynamic_ncols=True,
                    disable=not (r.log.progress and sys.stderr.isatty()))
-        clock, ckpt_due, saved_at = _Clock(self.env_steps), False, -1
+        clock, ckpt_due, saved_at = Clock(self.env_steps), False, -1
         try:
             self._maybe_stop(bar, saved_at)  # a signal during the first evaluation
             while self.env_steps < r.env_steps:
@@ -341,7 +325,7 @@ class Trainer:
         self.logger.close()
         return last_eval
 
-    def _log_row(self, clock: _Clock, bar) -> dict[str, float]:
+    def _log_row(self, clock: Clock, bar) -> dict[str, float]:
         """One metrics row: the train/* window, training episodes, critic diagnostic, throughput, and an
         evaluation when one is due (returned; {} when none)."""
         r = self.cfg.run
@@ -359,6 +343,8 @@ class Trainer:
             console(summary_line(row, self.env_steps))  # above the bar
             if r.plot:
                 self._plot()
+            if r.video_every and (self._crossed(r.video_every) or self.env_steps >= r.env_steps):
+                self._video()
         self.logger.log(row, self.env_steps, self.algo.grad_steps)
         clock.mark(self.env_steps)
         bar.set_postfix(succ=f"{row.get('train/episode_success', float('nan')):.2f}", sps=f"{row['time/sps']:.0f}")
@@ -382,6 +368,13 @@ class Trainer:
         print(f"stopped by {signal.Signals(self._stop.signum).name} at {self.env_steps} env steps; {what}. "
               f"Continue with: flowft resume {self.run_dir}", file=sys.stderr)
         raise RunInterrupted(self._stop.signum)
+
+    def _video(self) -> None:
+        """--run.video-every: one episode of the first eval sampler, next to the checkpoints (rotation-safe)."""
+        r, mode = self.cfg.run, self.cfg.run.eval_samplers[0]
+        gen = torch.Generator(device=self.device).manual_seed(r.seed)
+        record_videos({mode: lambda o: self.algo.act(o, mode, generator=gen)}, [mode], self.task,
+                      self.run_dir / "videos" / f"{self.env_steps:010d}", r.seed + 10_000, self.device)
 
     def _episode_stats(self) -> dict[str, float]:
         if not self.recent:

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
+
+from flowft.errors import ConfigError
+
+
+def check_video_extra(flag: str = "--video") -> None:
+    """Videos need imageio + imageio-ffmpeg: checked before evaluating or training, not after."""
+    missing = [m for m in ("imageio", "imageio_ffmpeg") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"{flag} needs the [video] extra (missing {', '.join(missing)}): "
+                          "pip install 'flowft[video]'")
 
 
 def write_mp4(path: str | Path, frames: list[np.ndarray], fps: int = 20) -> Path:
