@@ -29,10 +29,11 @@ fi
 tests_for() {  # the fast tests that exercise a target (mutmut then runs, per mutant, those that cover its function)
   case "$1" in
     src/flowft/objectives*) echo tests/test_objectives.py tests/test_mechanisms.py tests/test_extraction.py \
-                                 tests/test_gaussian_sac.py tests/test_dppo.py ;;
+                                 tests/test_gaussian_sac.py tests/test_dppo.py tests/test_mutants_objectives.py ;;
     src/flowft/critics*) echo tests/test_critic.py tests/test_td_targets.py tests/test_critic_diag.py \
                               tests/test_mechanisms.py tests/test_mutants_critics.py ;;
-    src/flowft/policies/sde.py) echo tests/test_sde.py tests/test_dppo.py tests/test_mechanisms.py ;;
+    src/flowft/policies/sde.py) echo tests/test_sde.py tests/test_dppo.py tests/test_mechanisms.py \
+                                     tests/test_mutants_sde.py ;;
     src/flowft/data/buffer.py) echo tests/test_buffer.py tests/test_misc.py tests/test_critic_diag.py \
                                     tests/test_mechanisms.py tests/test_mutants_buffer.py ;;
     src/flowft/algos/ogpo.py) echo tests/test_mechanisms.py tests/test_objectives.py tests/test_ogpo_acting.py \
@@ -53,7 +54,9 @@ for target in "${TARGETS[@]}"; do
   [ -e "$target" ] || { echo "no such target: $target" >&2; exit 2; }
   name=$(echo "${target#src/flowft/}" | tr '/' '_' | sed 's/\.py$//')
   scratch=$(mktemp -d "${TMPDIR:-/tmp}/flowft-mutation-XXXXXX")
-  git ls-files -co --exclude-standard -z | grep -zv '^docs/results/' | xargs -0 cp --parents -t "$scratch"
+  # tracked files deleted in the working tree are listed too: copy only what exists
+  git ls-files -co --exclude-standard -z | grep -zv '^docs/results/' \
+    | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done | xargs -0 cp --parents -t "$scratch"
   # mutmut forks each mutant's test run from a process that has run torch: with an intra-op thread pool there
   # (tests/conftest.py asks for 2 threads) a forked child can hang on it, so the scratch copy runs single-threaded
   sed -i 's/^torch.set_num_threads(.*)$/torch.set_num_threads(1)/' "$scratch/tests/conftest.py"
