@@ -119,8 +119,8 @@ def run_eval(path: str, samplers, episodes: int, envs: int, seed: int, device: s
     whose envs are deterministic given reset(seed): each sampler starts from fresh RNGs seeded by `seed` (so its
     numbers do not depend on which samplers ran before it) on the same reset seeds; the env count fixes which
     episodes each env plays, so a different --envs (or a cap to fewer cores) gives a different sample of episodes.
-    Not yet on robosuite tasks: robosuite draws object sizes (Lift's cube, 0.020-0.022 m) from the env's rng when
-    the env is built, and task.make builds it unseeded, so each call evaluates other cubes (issue 20 report)."""
+    robosuite tasks included: a seeded reset rebuilds the model (Lift's cube size) from the reset seed
+    (envs/robosuite_tasks.py), so an episode depends on its seed alone, not on the env build."""
     if video:
         check_video_extra()
     if threads:

@@ -14,6 +14,10 @@ setting used by OGPO (``envs/robomimic_utils.py`` of the authors' code):
   ``terminated=True`` on success (OGPO's ``post_success_steps=0``);
   ``truncated=True`` at the task horizon (300/300/400/1000/800).
 * ``hard_reset=False`` (a soft reset costs 1-3 ms instead of 130-140 ms).
+* seeding: robosuite draws part of the task (Lift's cube size, Transport's hammer) when it builds
+  the model, so ``reset(seed=s)`` rebuilds it from :func:`build_seed` ``(s)`` unless it is built for
+  ``s`` already, then draws joint noise and placement from ``s``: an episode depends on ``s`` alone,
+  whichever process built the env. Unseeded resets keep the model (one variant per env meanwhile).
 
 robosuite is an optional dependency (``pip install 'flowft[robomimic]'``). Importing
 this module never imports robosuite; constructing :class:`RobosuiteEnv` does.
@@ -29,15 +33,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-__all__ = [
-    "TASKS",
-    "TaskSpec",
-    "RobosuiteEnv",
-    "env_metadata",
-    "require_robosuite",
-    "warmup",
-    "benchmark_steps_per_second",
-]
+__all__ = ["TASKS", "TaskSpec", "RobosuiteEnv", "env_metadata", "require_robosuite", "build_seed", "warmup",
+           "benchmark_steps_per_second"]
 
 _INSTALL_HINT = (
     "robosuite is required for the robomimic task family (lift, can, square, tool_hang, "
@@ -49,15 +46,8 @@ _INSTALL_HINT = (
 _ROBOSUITE_KEY = {"object": "object-state"}
 
 _SINGLE_ARM_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object")
-_TWO_ARM_KEYS = (
-    "robot0_eef_pos",
-    "robot0_eef_quat",
-    "robot0_gripper_qpos",
-    "robot1_eef_pos",
-    "robot1_eef_quat",
-    "robot1_gripper_qpos",
-    "object",
-)
+_TWO_ARM_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "robot1_eef_pos", "robot1_eef_quat",
+                 "robot1_gripper_qpos", "object")
 
 
 @dataclass(frozen=True)
@@ -99,22 +89,10 @@ class TaskSpec:
 TASKS: dict[str, TaskSpec] = {
     "lift": TaskSpec("lift", "Lift", 300, _SINGLE_ARM_KEYS, ("Panda",), obs_dim=19, action_dim=7),
     "can": TaskSpec("can", "PickPlaceCan", 300, _SINGLE_ARM_KEYS, ("Panda",), obs_dim=23, action_dim=7),
-    "square": TaskSpec(
-        "square", "NutAssemblySquare", 400, _SINGLE_ARM_KEYS, ("Panda",), obs_dim=23, action_dim=7
-    ),
-    "tool_hang": TaskSpec(
-        "tool_hang", "ToolHang", 1000, _SINGLE_ARM_KEYS, ("Panda",), obs_dim=53, action_dim=7
-    ),
-    "transport": TaskSpec(
-        "transport",
-        "TwoArmTransport",
-        800,
-        _TWO_ARM_KEYS,
-        ("Panda", "Panda"),
-        obs_dim=59,
-        action_dim=14,
-        env_configuration="opposed",
-    ),
+    "square": TaskSpec("square", "NutAssemblySquare", 400, _SINGLE_ARM_KEYS, ("Panda",), obs_dim=23, action_dim=7),
+    "tool_hang": TaskSpec("tool_hang", "ToolHang", 1000, _SINGLE_ARM_KEYS, ("Panda",), obs_dim=53, action_dim=7),
+    "transport": TaskSpec("transport", "TwoArmTransport", 800, _TWO_ARM_KEYS, ("Panda", "Panda"), obs_dim=59,
+                          action_dim=14, env_configuration="opposed"),
 }
 
 
@@ -189,6 +167,12 @@ def require_robosuite():
     return robosuite
 
 
+def build_seed(seed: int) -> int:
+    """robosuite's model-build seed for reset seed ``seed``: a separate SeedSequence stream, so the build
+    draws (cube size) neither repeat nor shift the reset draws made from ``seed`` (placement, joint noise)."""
+    return int(np.random.SeedSequence([int(seed), 1]).generate_state(1)[0])
+
+
 def _make_robosuite_env(spec: TaskSpec, seed: int | None, render: bool, camera: str):
     suite = require_robosuite()
     from robosuite.controllers import load_composite_controller_config
@@ -215,7 +199,8 @@ class RobosuiteEnv(gym.Env):
 
     Args:
         task: one of ``TASKS`` (lift, can, square, tool_hang, transport).
-        seed: seeds the first ``reset()`` if ``reset`` is called without a seed.
+        seed: seeds the model build and the first ``reset()`` if it is called without a seed
+            (None: an unseeded build; every seeded reset rebuilds it anyway, see the module docstring).
         render: create an offscreen renderer so that :meth:`render` returns RGB frames
             (needs a working EGL or OSMesa; set ``MUJOCO_GL`` before importing robosuite).
         success_bonus: added to the reward on the first success step.
@@ -246,8 +231,9 @@ class RobosuiteEnv(gym.Env):
         self.camera = camera
         self._init_seed = seed
         self._seeded_once = False
+        self._built_for = seed  # the reset seed whose model variant is loaded (None: an unseeded build)
 
-        self._env = _make_robosuite_env(self.task_spec, seed, render, camera)
+        self._env = _make_robosuite_env(self.task_spec, None if seed is None else build_seed(seed), render, camera)
         self._rs_keys = [_ROBOSUITE_KEY.get(k, k) for k in self.task_spec.obs_keys]
 
         self._raw_obs: dict[str, np.ndarray] = self._env.reset()
@@ -317,16 +303,31 @@ class RobosuiteEnv(gym.Env):
 
     # ---- gymnasium API -------------------------------------------------------------------
     def _reseed(self, seed: int) -> None:
-        # robosuite's samplers hold a reference to env.rng, so reseed that generator in
-        # place (replacing the object would leave the samplers on the old stream).
+        # robosuite's objects and samplers hold a reference to env.rng, so reseed that generator
+        # in place (replacing the object would leave them on the old stream).
         fresh = np.random.default_rng(seed)
         self._env.rng.bit_generator.state = fresh.bit_generator.state
+
+    def _rebuild(self, seed: int) -> None:
+        """Reload the robosuite model with its build draws taken from ``build_seed(seed)``."""
+        env, old = self._env, self._env.sim
+        self._reseed(build_seed(seed))
+        env.hard_reset = True  # robosuite's own rebuild path: _load_model + _initialize_sim (+ observables)
+        try:
+            env.reset()
+        finally:
+            env.hard_reset = False
+        if old is not env.sim and self.render_mode is not None:
+            old.free()  # robosuite's default renderer frees no replaced sim; its offscreen context would linger
+        self._built_for = seed
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         if seed is None and not self._seeded_once and self._init_seed is not None:
             seed = self._init_seed
         if seed is not None:
+            if int(seed) != self._built_for:
+                self._rebuild(int(seed))
             self._reseed(int(seed))
         self._seeded_once = True
         self._raw_obs = self._env.reset()
@@ -384,6 +385,13 @@ class RobosuiteEnv(gym.Env):
 # --------------------------------------------------------------------------------------
 
 
+def _random_steps(env: RobosuiteEnv, steps: int, rng: np.random.Generator) -> None:
+    for _ in range(steps):
+        _, _, term, trunc, _ = env.step(rng.uniform(-1, 1, env.action_dim))
+        if term or trunc:
+            env.reset()
+
+
 def warmup(env: RobosuiteEnv, steps: int = 200, seed: int = 0) -> float:
     """Step ``env`` with random actions to trigger robosuite's numba JIT; then reset.
 
@@ -391,23 +399,15 @@ def warmup(env: RobosuiteEnv, steps: int = 200, seed: int = 0) -> float:
     slow; call this before timing anything.
     """
     t0 = time.perf_counter()
-    rng = np.random.default_rng(seed)
     env.reset(seed=seed)
-    for _ in range(steps):
-        _, _, term, trunc, _ = env.step(rng.uniform(-1, 1, env.action_dim))
-        if term or trunc:
-            env.reset()
+    _random_steps(env, steps, np.random.default_rng(seed))
     env.reset()
     return time.perf_counter() - t0
 
 
 def benchmark_steps_per_second(env: RobosuiteEnv, steps: int = 1000, seed: int = 0) -> float:
     """Random-action env steps per second (resets included) on ``env``."""
-    rng = np.random.default_rng(seed)
-    env.reset(seed=seed)
+    env.reset(seed=seed)  # outside the clock: a seeded reset may rebuild the model
     t0 = time.perf_counter()
-    for _ in range(steps):
-        _, _, term, trunc, _ = env.step(rng.uniform(-1, 1, env.action_dim))
-        if term or trunc:
-            env.reset()
+    _random_steps(env, steps, np.random.default_rng(seed))
     return steps / (time.perf_counter() - t0)
