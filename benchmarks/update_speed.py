@@ -5,6 +5,11 @@ fast path's modes side by side (issue 18: --run.compile / --run.precision).
         [--microbatch-chains 1024 0] [--matmul-precision highest|high]
     python benchmarks/update_speed.py --modes eager compile eager/bf16 compile/bf16-nograd compile/bf16
         [--task lift] [--heads 10] [--sizes tiny] [--threads 1] [--repeats 30]
+    python benchmarks/update_speed.py --breakdown compile/bf16 --task lift --heads 10 --sizes tiny --threads 1 \
+        --repeats 20   (CPU ms per piece of the update)
+    python benchmarks/update_speed.py --clock cpu --modes eager compile/bf16 eager/fp32/gelu-tanh \
+        compile+log_prob/bf16/gelu-tanh ... (--clock cpu: CPU seconds of this process, for a machine loaded beyond
+        its cores; use it with --threads 1)
 
 For each learner size it builds OGPO on synthetic data of the size's intended task (tiny: the toy task, Do=6, Da=2,
 H=4, K=5; mid and paper: robomimic Square, Do=23, Da=7, H=4, K=10), counts the FLOPs
@@ -12,15 +17,18 @@ of one full update (actor imagination + PPO step + BC term + critic TD step) wit
 the update, and compares with the floor = FLOPs / (measured dense fp32 matmul throughput). One run measures
 everything, so the ratios are comparable even on a noisy shared machine.
 
-With --modes it builds one OGPO per mode ("eager" or "compile", optionally "/precision") from the same seed, compiles
-(time reported), then times the modes round-robin, one update each per round, so that load changes hit every mode
-alike; the table gives the median and the minimum ms per update and both ratios to the first mode.
+With --modes it builds one OGPO per mode ("eager" or "compile", optionally "/precision", optionally "/activation" for
+the velocity MLP and the critic, e.g. "compile/bf16/gelu-tanh"; "compile+log_prob+cfm" compiles those pieces on top
+of fastpath.COMPILED's) from the same seed, compiles (time reported), then times the modes round-robin, one update
+each per round, so that load changes hit every mode alike; the table gives the median and the minimum ms per update
+and both ratios to the first mode.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
 import time
 
@@ -32,6 +40,7 @@ from flowft.algos.ogpo import OGPO
 from flowft.data.buffer import ReplayBuffer
 from flowft.presets import SIZES, ogpo_config
 from flowft.registry import get_task
+from flowft.train import fastpath
 
 DIMS = {"tiny": ("toy", 6, 2), "mid": ("square", 23, 7), "paper": ("square", 23, 7)}  # task, Do, Da
 H = 4
@@ -94,11 +103,16 @@ def mode_algo(size: str, task: str | None, heads: int | None, device, mode: str)
     cfg = dataclasses.replace(ogpo_config("ogpo-plus-ca", task, size), critic_warmup=0)
     if heads:
         cfg = dataclasses.replace(cfg, critic=dataclasses.replace(cfg.critic, num_heads=heads))
+    how, precision, activation = (mode.split("/") + ["", ""])[:3]
+    how, *extra = how.split("+")  # compile+log_prob+cfm: compile these pieces too (fastpath.COMPILED)
+    if activation:
+        cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, activation=activation),
+                                  critic=dataclasses.replace(cfg.critic, activation=activation))
     torch.manual_seed(0)
     algo = OGPO(cfg, OBS, ACT, H, device, seed=0)
-    how, _, precision = mode.partition("/")
     t = time.perf_counter()
-    algo.enable_fast_path(how == "compile", precision or "fp32")
+    pieces = tuple(dict.fromkeys([*fastpath.COMPILED[device.type], *extra])) if extra else None
+    fastpath.enable_fast_path(algo, how == "compile", precision or "fp32", pieces)
     print(f"built {size} {mode}: {algo.fast}, {time.perf_counter() - t:.1f} s", flush=True)  # survives a timeout
     return algo, time.perf_counter() - t, (task, OBS, ACT)
 
@@ -111,7 +125,8 @@ def _dims(task: str) -> tuple[int, int]:
     return int(meta["obs_dim"]), int(meta["action_dim"])
 
 
-def compare_modes(size: str, task: str | None, heads: int | None, device, modes: list[str], rounds: int) -> None:
+def compare_modes(size: str, task: str | None, heads: int | None, device, modes: list[str], rounds: int,
+                  clock=time.perf_counter) -> None:
     built = [mode_algo(size, task, heads, device, m) for m in modes]
     task, OBS, ACT = built[0][2]
     buf = filled_buffer(OBS, ACT)
@@ -122,10 +137,10 @@ def compare_modes(size: str, task: str | None, heads: int | None, device, modes:
     for _ in range(rounds):
         for m, (algo, _, _) in zip(modes, built):
             sync(device)
-            t = time.perf_counter()
+            t = clock()
             algo.update(buf)
             sync(device)
-            times[m].append(time.perf_counter() - t)
+            times[m].append(clock() - t)
     med0, min0 = statistics.median(times[modes[0]]), min(times[modes[0]])
     M, K = built[0][0].critic.M, built[0][0].actor.cfg.denoise_steps
     for m, (algo, compile_s, _) in zip(modes, built):
@@ -133,6 +148,51 @@ def compare_modes(size: str, task: str | None, heads: int | None, device, modes:
         print(f"| {size} ({task}, Do={OBS}, Da={ACT}, M={M}, K={K}) | {torch.get_num_threads()} | {m} ({algo.fast}) | "
               f"{compile_s:.1f} | {med * 1e3:.2f} | {mn * 1e3:.2f} | {med0 / med:.2f}x | {min0 / mn:.2f}x |",
               flush=True)
+
+
+def breakdown(size: str, task: str | None, heads: int | None, device, mode: str, n: int) -> None:
+    """CPU ms per piece of the update (--breakdown MODE): each piece's function wrapped with a process_time timer,
+    n updates; min and median per update, and the pieces of the fastest update (CPU only, one mode per process)."""
+    import flowft.algos.ogpo as ogpo_module
+
+    algo, _, (_, OBS, ACT) = mode_algo(size, task, heads, device, mode)
+    buf, acc = filled_buffer(OBS, ACT), {}
+    for _ in range(3):
+        algo.update(buf)
+
+    def wrap(obj, name: str, label: str) -> None:
+        f = getattr(obj, name)
+
+        def timed(*a, **k):
+            t = time.process_time()
+            out = f(*a, **k)
+            acc[label] = acc.get(label, 0.0) + time.process_time() - t
+            return out
+        setattr(obj, name, timed)
+
+    wrap(buf, "sample", "buffer samples (+ .to)")
+    for name in ["sample_sde", "score", "critic", "log_prob", "cfm_loss"]:
+        wrap(algo.fast, name, f"fast.{name} (forward)")
+    wrap(algo.actor_opt, "step", "actor AdamW step")
+    wrap(algo.critic_opt, "step", "critic AdamW step")
+    wrap(torch.Tensor, "backward", "every .backward()")
+    wrap(torch.nn.utils, "clip_grad_norm_", "gradient clipping")
+    for name in ["polyak", "ppo_clip_loss", "ratio_stats", "advantages", "chunk_returns", "aggregate", "td_target"]:
+        wrap(ogpo_module, name, name)
+    totals, per = [], []
+    for _ in range(n):
+        acc.clear()
+        t = time.process_time()
+        algo.update(buf)
+        totals.append(time.process_time() - t)
+        per.append(dict(acc))
+    best = per[min(range(n), key=totals.__getitem__)]
+    print(f"{mode}: CPU ms / update min {min(totals) * 1e3:.2f}, median {statistics.median(totals) * 1e3:.2f}")
+    print("| piece | min | median | in the fastest update |\n|---|---|---|---|")
+    for k in sorted(best, key=lambda k: -best[k]):
+        v = [p.get(k, 0.0) * 1e3 for p in per]
+        print(f"| {k} | {min(v):.2f} | {statistics.median(v):.2f} | {best[k] * 1e3:.2f} |")
+    print(f"| everything else | | | {(min(totals) - sum(best.values())) * 1e3:.2f} |")
 
 
 def main() -> None:
@@ -148,22 +208,38 @@ def main() -> None:
     ap.add_argument("--matmul-precision", default="highest", choices=["highest", "high"],
                     help="torch.set_float32_matmul_precision: 'high' allows TF32 on NVIDIA GPUs (floor measured alike)")
     ap.add_argument("--modes", nargs="+", default=None,
-                    help="compare fast-path modes instead: eager | compile, optionally /fp32 | /bf16-nograd | /bf16 "
-                         "(ratios to the first mode)")
+                    help="compare fast-path modes instead: eager | compile, optionally /fp32 | /bf16-nograd | /bf16, "
+                         "optionally /ACTIVATION (e.g. gelu-tanh) for actor and critic (ratios to the first mode)")
     ap.add_argument("--task", default=None, help="--modes: the task whose dims to use (default: the size's)")
     ap.add_argument("--heads", type=int, default=None, help="--modes: critic heads M (default: the preset's)")
+    ap.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                    help="--modes: wall = time.perf_counter; cpu = time.process_time, the CPU seconds this process "
+                         "used (all its threads): on a machine loaded beyond its cores it excludes the time the "
+                         "update waited for a core, which wall time counts in full (CPU only)")
+    ap.add_argument("--breakdown", default=None, metavar="MODE",
+                    help="instead: CPU ms per piece of the update in one --modes-style MODE (e.g. compile/bf16), "
+                         "--repeats updates, the first --threads and --sizes entries")
     args = ap.parse_args()
     device = torch.device(args.device)
     torch.set_float32_matmul_precision(args.matmul_precision)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
-    print(f"device: {name}, torch {torch.__version__}, fp32 matmul precision {args.matmul_precision}")
+    print(f"device: {name}, torch {torch.__version__}, fp32 matmul precision {args.matmul_precision}, "
+          f"clock {args.clock}, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    if args.breakdown:
+        torch.set_num_threads(args.threads[0])
+        breakdown(args.sizes[0], args.task, args.heads, device, args.breakdown, args.repeats)
+        return
     if args.modes:
-        print("| size (task, dims) | threads | mode | compile s | median ms / update | min ms | x median | x min |")
+        unit = "CPU ms" if args.clock == "cpu" else "ms"
+        print(f"| size (task, dims) | threads | mode | compile s | median {unit} / update | min {unit} | x median "
+              "| x min |")
         print("|---|---|---|---|---|---|---|---|")
         for threads in args.threads if device.type == "cpu" else [torch.get_num_threads()]:
             torch.set_num_threads(threads)
             for s in args.sizes:
-                compare_modes(s, args.task, args.heads, device, args.modes, args.repeats)
+                clock = time.process_time if args.clock == "cpu" else time.perf_counter
+                compare_modes(s, args.task, args.heads, device, args.modes, args.repeats, clock)
+        print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         return
     print("| size (task) | threads | GFLOP / update | measured s / update | matmul GFLOP/s | floor s | ratio |")
     print("|---|---|---|---|---|---|---|")

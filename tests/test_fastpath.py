@@ -98,7 +98,7 @@ def test_compiled_ratio_is_one_at_theta_old_in_every_precision(precision):
 
 
 def test_a_failing_compiler_means_one_warning_and_eager(monkeypatch):
-    def broken(mode, device_type="cpu"):
+    def broken(mode, device_type="cpu", pieces=None):
         funcs = dict(fastpath._FUNCTIONS)
         if mode is not None:  # what a missing C++ compiler looks like to the caller: the first call raises
             funcs["imagine"] = lambda *a: (_ for _ in ()).throw(RuntimeError("InvalidCxxCompiler: no working C++"))
@@ -151,3 +151,36 @@ def test_cuda_graphs_fast_path_matches_eager(precision):
     a, b = state(eager), state(fast)
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=tol) for k in a if not k.startswith("gen."))
     assert all(np.isfinite(list(s.values())).all() for s in stats_f)
+
+
+def test_gelu_tanh_is_the_tanh_approximation_everywhere_it_is_asked_for():
+    """gelu-tanh (the authors' flax nn.gelu, approximate=True) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))),
+    within 4.8e-4 of the exact erf GELU (max at |x| ~ 2.7); in the velocity MLP, the time-embedding MLP and the
+    critic when asked for."""
+    from flowft.critics.ensemble import CriticEnsemble
+    from flowft.policies.networks import ACTIVATIONS, MLPTimeEmbedding
+
+    x = torch.linspace(-8, 8, 100_001, dtype=torch.float64)
+    got, exact = ACTIVATIONS["gelu-tanh"]()(x), ACTIVATIONS["gelu"]()(x)
+    want = 0.5 * x * (1 + torch.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    assert (got - want).abs().max() < 1e-12
+    assert 4.6e-4 < (got - exact).abs().max() < 4.8e-4
+    cfg = ogpo_config("ogpo-plus-ca", "toy", "tiny")
+    cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, activation="gelu-tanh"),
+                              critic=dataclasses.replace(cfg.critic, activation="gelu-tanh"))
+    algo = OGPO(cfg, 6, 2, 4, torch.device("cpu"), seed=0)
+    gelus = [m for m in [*algo.actor.modules(), *algo.critic.modules(), *MLPTimeEmbedding(8, "gelu-tanh").modules()]
+             if isinstance(m, torch.nn.GELU)]
+    assert len(gelus) == len(cfg.policy.hidden) + 2 and all(m.approximate == "tanh" for m in gelus)
+    assert np.isfinite(list(algo.update(random_buffer()).values())).all()
+
+
+def test_pieces_choose_what_is_compiled():
+    """update_speed.py's "compile+log_prob" modes: only the named functions are wrapped (compiling is lazy: free here)."""
+    path = fastpath.UpdatePath(torch.device("cpu"), "default", "fp32", ("imagine", "log_prob"))
+    assert path.fn["score"] is fastpath._score and path.fn["cfm"] is fastpath._cfm
+    assert path.fn["log_prob"] is not fastpath._log_prob and path.fn["imagine"] is not fastpath._imagine
+    assert "pieces=imagine+log_prob" in repr(path)
+    assert fastpath.UpdatePath(torch.device("cpu"), "default").fn is fastpath._functions("default", "cpu")
+    with pytest.raises(ValueError, match="pieces must be among"):
+        fastpath.UpdatePath(torch.device("cpu"), "default", "fp32", ("imagine", "optimizer"))

@@ -27,7 +27,8 @@ class CriticConfig:
     hidden: tuple[int, ...] = (512, 512, 512, 512)
     """Hidden widths of each head's MLP (every head has the same shape; input: obs and the flattened chunk)."""
     activation: Activation = "gelu"
-    """Nonlinearity after each hidden layer (relu, gelu, silu, mish, tanh)."""
+    """Nonlinearity after each hidden layer (relu, gelu, gelu-tanh, silu, mish, tanh; gelu-tanh = the authors'
+    flax nn.gelu)."""
     layer_norm: bool = True
     """LayerNorm (per-head gain and bias) after each hidden Linear, before the activation."""
 

@@ -24,7 +24,8 @@ class FlowPolicyConfig:
     hidden: tuple[int, ...] = (512, 512, 512, 512)
     """Velocity MLP widths; 4x512 in the paper (5x512 transport/toolhang). No LayerNorm in the actor."""
     activation: Activation = "gelu"
-    """Nonlinearity after each hidden layer of the velocity MLP (relu, gelu, silu, mish, tanh)."""
+    """Nonlinearity after each hidden layer of the velocity MLP (relu, gelu, gelu-tanh, silu, mish, tanh; gelu is the
+    exact erf GELU, gelu-tanh the authors' flax nn.gelu). With time_embed mlp a GELU variant is used there too."""
     time_embed_dim: int = 32
     """Width of the flow-time embedding fed to the velocity MLP (even; >= 4 with time_embed mlp)."""
     time_embed: Literal["scaled", "mlp"] = "scaled"
@@ -61,8 +62,11 @@ class FlowPolicy(nn.Module):
         self.flat_dim = chunk_len * act_dim
         self.obs_normalizer = Normalizer(obs_dim)
         self.act_normalizer = Normalizer(act_dim)
-        embed = {"scaled": SinusoidalEmbedding, "mlp": MLPTimeEmbedding}[cfg.time_embed]
-        self.time_embed = embed(cfg.time_embed_dim)
+        if cfg.time_embed == "mlp":  # the authors' embedding MLP is always a GELU: the chosen variant if it is one
+            gelu = cfg.activation if cfg.activation.startswith("gelu") else "gelu"
+            self.time_embed = MLPTimeEmbedding(cfg.time_embed_dim, gelu)
+        else:
+            self.time_embed = SinusoidalEmbedding(cfg.time_embed_dim)
         self.net = mlp(obs_dim + self.flat_dim + cfg.time_embed_dim, cfg.hidden, self.flat_dim, cfg.activation)
 
     # ----------------------------------------------------------------------------------------- data stats

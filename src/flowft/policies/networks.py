@@ -12,11 +12,24 @@ from typing import Literal
 import torch
 from torch import nn
 
-Activation = Literal["relu", "gelu", "silu", "mish", "tanh"]
+Activation = Literal["relu", "gelu", "gelu-tanh", "silu", "mish", "tanh"]
+"""gelu is torch's exact (erf) GELU; gelu-tanh its tanh approximation, which is what the authors' flax `nn.gelu`
+computes (jax.nn.gelu defaults to approximate=True; OGPO_public networks/modules/mlp.py). The two differ by < 5e-4
+per unit. gelu-tanh is not faster on CPU: eager 4-12 % slower (oneDNN's erf GELU), compiled no faster
+(docs/benchmarks.md, issue 18)."""
+
+
+class GELUTanh(nn.GELU):
+    """nn.GELU(approximate="tanh") as a class, so that ACTIVATIONS maps every name to a no-argument constructor."""
+
+    def __init__(self):
+        super().__init__(approximate="tanh")
+
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "gelu": nn.GELU,
+    "gelu-tanh": GELUTanh,
     "silu": nn.SiLU,
     "mish": nn.Mish,
     "tanh": nn.Tanh,
@@ -64,16 +77,17 @@ class SinusoidalEmbedding(nn.Module):
 class MLPTimeEmbedding(nn.Module):
     """The authors' time embedding (OGPO_public networks/modules/time_embedding.py): sin/cos of the raw t with
     frequencies exp(-log(1e4) i / (half - 1)), then Linear(dim, 2 dim) - GELU - Linear(2 dim, dim). Unlike
-    SinusoidalEmbedding (t scaled by 1000, no MLP) it is learned, so a checkpoint carries its weights."""
+    SinusoidalEmbedding (t scaled by 1000, no MLP) it is learned, so a checkpoint carries its weights. `activation`:
+    the hidden nonlinearity (gelu = exact erf GELU, flowft's default; gelu-tanh = the authors' flax nn.gelu)."""
 
-    def __init__(self, dim: int = 32):
+    def __init__(self, dim: int = 32, activation: Activation = "gelu"):
         super().__init__()
         if dim % 2 or dim < 4:
             raise ValueError(f"time_embed_dim must be even and >= 4, got {dim}")
         half = dim // 2
         self.register_buffer("freqs", torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=torch.float32)
                                                 / (half - 1)), persistent=False)
-        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), ACTIVATIONS[activation](), nn.Linear(2 * dim, dim))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         args = t.float().unsqueeze(-1) * self.freqs  # [..., dim/2]

@@ -39,7 +39,9 @@ PRECISIONS = ("fp32", "bf16-nograd", "bf16")
 COMPILED = {"cpu": ("imagine", "score", "critic"), "cuda": ("imagine", "score", "critic", "log_prob", "cfm")}
 """The pieces torch.compile'd, per device type. On CPU not the teacher-forced log-prob (one batched call already,
 matmul- and GELU-bound: forward + backward 12.3 -> 11.7 ms, whole update no faster) nor the CFM term (64 rows, ~1 %
-of an update); docs/benchmarks.md (issue 18). On CUDA both too: CUDA graphs remove their kernel launches."""
+of an update); docs/benchmarks.md (issue 18). On CUDA both too: CUDA graphs remove their kernel launches. With the
+gelu-tanh activation compiling the log-prob on CPU gains 6-10 %, but the whole update stays slower than with erf GELU
+(second pass in the same doc); `pieces` / update_speed.py's "compile+log_prob" modes measure such variants."""
 
 
 def _autocast(device: torch.device, on: bool):
@@ -74,15 +76,21 @@ def _cfm(policy, obs, actions, valid, x0, t, bf16: bool):
 
 
 _FUNCTIONS = {"imagine": _imagine, "score": _score, "critic": _critic, "log_prob": _log_prob, "cfm": _cfm}
-_COMPILED_BY_MODE: dict[tuple[str, str], dict] = {}
+_COMPILED_BY_MODE: dict[tuple, dict] = {}
 
 
-def _functions(mode: str | None, device_type: str = "cpu") -> dict:
-    """One set of torch.compile wrappers per (mode, device type) for the whole process: every algorithm (and every
-    Trainer of a test session) shares the compiled graphs instead of recompiling them (dynamo's recompile limit)."""
+def _key(mode: str, device_type: str, pieces: tuple[str, ...] | None) -> tuple:
+    return (mode, device_type) if pieces is None else (mode, device_type, tuple(sorted(pieces)))
+
+
+def _functions(mode: str | None, device_type: str = "cpu", pieces: tuple[str, ...] | None = None) -> dict:
+    """One set of torch.compile wrappers per (mode, device type, pieces) for the whole process: every algorithm (and
+    every Trainer of a test session) shares the compiled graphs instead of recompiling them (dynamo's recompile
+    limit). `pieces`: the functions to compile (default COMPILED[device type]; benchmarks/update_speed.py varies it)."""
     if mode is None:
         return dict(_FUNCTIONS)
-    key, compiled = (mode, device_type), COMPILED.get(device_type, COMPILED["cuda"])
+    key = _key(mode, device_type, pieces)
+    compiled = COMPILED.get(device_type, COMPILED["cuda"]) if pieces is None else pieces
     if key not in _COMPILED_BY_MODE:
         _COMPILED_BY_MODE[key] = {k: torch.compile(f, dynamic=False, mode=mode) if k in compiled else f
                                   for k, f in _FUNCTIONS.items()}
@@ -105,16 +113,20 @@ class UpdatePath:
     teacher-forced log-probs, old and new alike, the critic TD step and the CFM term: mixed precision, weights,
     optimizer state, chains and log-prob sums stay fp32)."""
 
-    def __init__(self, device: torch.device, mode: str | None = None, precision: Precision = "fp32"):
+    def __init__(self, device: torch.device, mode: str | None = None, precision: Precision = "fp32",
+                 pieces: tuple[str, ...] | None = None):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        self.device, self.mode, self.precision = device, mode, precision
+        if pieces is not None and not set(pieces) <= set(_FUNCTIONS):
+            raise ValueError(f"pieces must be among {tuple(_FUNCTIONS)}, got {pieces!r}")
+        self.device, self.mode, self.precision, self.pieces = device, mode, precision, pieces
         self.bf16_nograd, self.bf16_train = precision != "fp32", precision == "bf16"
         self.cudagraphs = mode == "reduce-overhead"
-        self.fn = _functions(mode, device.type)
+        self.fn = _functions(mode, device.type, pieces)
 
     def __repr__(self) -> str:
-        return f"UpdatePath(compile={self.mode or 'off'}, precision={self.precision})"
+        pieces = "" if self.pieces is None or self.mode is None else f", pieces={'+'.join(sorted(self.pieces))}"
+        return f"UpdatePath(compile={self.mode or 'off'}, precision={self.precision}{pieces})"
 
     def sample_sde(self, policy, obs: torch.Tensor, G: int, generator: torch.Generator | None,
                    logp: bool = True) -> SDESample:
@@ -200,8 +212,10 @@ def _warm_up(algo: Algorithm, path: UpdatePath) -> None:
         _restore(algo, snap)
 
 
-def enable_fast_path(algo: Algorithm, compile: bool, precision: Precision) -> UpdatePath:
-    """The UpdatePath for `algo` on its device (sets algo.fast); falls back with one warning where it cannot run."""
+def enable_fast_path(algo: Algorithm, compile: bool, precision: Precision,
+                     pieces: tuple[str, ...] | None = None) -> UpdatePath:
+    """The UpdatePath for `algo` on its device (sets algo.fast); falls back with one warning where it cannot run.
+    `pieces`: which functions to compile (default: COMPILED for the device)."""
     if precision != "fp32" and not bf16_supported(algo.device):
         _warn(f"--run.precision {precision}: this {algo.device.type} has no fast bf16 matmuls; running fp32")
         precision = "fp32"
@@ -212,12 +226,12 @@ def enable_fast_path(algo: Algorithm, compile: bool, precision: Precision) -> Up
     errors = []
     for mode in modes:
         try:
-            path = UpdatePath(algo.device, mode, precision)  # torch.compile itself raises on unsupported Pythons
+            path = UpdatePath(algo.device, mode, precision, pieces)  # torch.compile raises on unsupported Pythons
             _warm_up(algo, path)
         except Exception as err:  # noqa: BLE001 - any compiler failure means: do not compile
             first = (str(err).strip().splitlines() or [""])[0][:300]
             errors.append(f"mode={mode}: {type(err).__name__}: {first}")
-            _COMPILED_BY_MODE.pop((mode, algo.device.type), None)
+            _COMPILED_BY_MODE.pop(_key(mode, algo.device.type, pieces), None)
             torch._dynamo.reset()
             continue
         algo.fast = path
