@@ -32,11 +32,19 @@ class DemosArgs:
     """Progress bar over the episodes with ETA and the expert's success count, on stderr; shown only on a
     terminal."""
 
+    def __post_init__(self):
+        from flowft.utils.validate import INT_NONNEG, check, integer, number, rules
+
+        check(self, rules({"episodes": integer(1), "seed": INT_NONNEG,
+                           "action_noise": number(ge=0, none="0.1 for clean, 0 on top of operator")}), "")
+
 
 def demos_main(argv: list[str], tyro) -> int:
     import time
 
-    args = tyro.cli(DemosArgs, args=argv, prog="flowft demos", description="Generate demonstrations (HDF5).")
+    from flowft.utils.validate import parse_cli
+
+    args = parse_cli(DemosArgs, args=argv, prog="flowft demos", description="Generate demonstrations (HDF5).")
     # imported after parsing: the HDF5 writer loads torch (flowft.data.dataset), which `--help` never needs
     from flowft.data.readers.hdf5 import write_demos
     from flowft.envs.demo_progress import demo_bar

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -12,7 +13,7 @@ from flowft.errors import ConfigError
 from flowft.policies.flow import FlowPolicy, FlowPolicyConfig
 from flowft.utils.checkpoint import CheckpointError, NoCheckpointError, latest_checkpoint, read_checkpoint_json
 from flowft.utils.config_io import from_dict
-from flowft.utils.manifest import MANIFEST, check_dir
+from flowft.utils.manifest import MANIFEST, CheckpointWarning, check_dir
 
 ARCH_FIELDS = ("hidden", "activation", "time_embed_dim")
 
@@ -51,13 +52,20 @@ def _load_actor(ckpt: Path) -> tuple[FlowPolicy, dict]:
     return policy.eval(), cfg
 
 
-def load_bc_actor(path: str | Path, dims: dict, policy_cfg: FlowPolicyConfig) -> dict[str, torch.Tensor]:
-    """Actor weights of a BC checkpoint, after checking that it fits this run's env dims and architecture."""
+def load_bc_actor(path: str | Path, dims: dict, policy_cfg: FlowPolicyConfig,
+                  task: str | None = None) -> dict[str, torch.Tensor]:
+    """Actor weights of a BC checkpoint, after checking that it fits this run's env dims and architecture.
+    A checkpoint of another `task` with the same dims loads (a task variant may be meant) but with a warning:
+    the dims alone cannot tell toy from toy-fixed."""
     ckpt = resolve_checkpoint(path)
     cfg = read_checkpoint_json(ckpt / "config.json")
     if cfg.get("dims") != dims:
         raise ConfigError(f"--run.bc-checkpoint {ckpt}: dims {cfg.get('dims')} do not match this task's {dims} "
                          "(wrong task or chunk size?)")
+    if task is not None and cfg.get("task") not in (None, task):
+        warnings.warn(f"--run.bc-checkpoint {ckpt} was pretrained on task {cfg['task']!r}, this run is task "
+                      f"{task!r} (same dims, so it loads); pass the BC checkpoint of {task!r} if that was not meant",
+                      CheckpointWarning, stacklevel=2)
     bc_policy = _policy_config(cfg, ckpt)
     bad = [f for f in ARCH_FIELDS if getattr(bc_policy, f) != getattr(policy_cfg, f)]
     if bad:

@@ -177,8 +177,12 @@ def append_eval_csv(out: Path, path: str, seed: int, results: dict) -> None:
     checkpoint), `source` the digest of the code that evaluated it (utils/provenance.py)."""
     from flowft.utils.provenance import source_digest
 
+    import warnings
+
     check_eval_csv(out)
-    ckpt = resolve_checkpoint(path)
+    with warnings.catch_warnings():  # the same lookup as the evaluation's, whose warnings were already shown
+        warnings.simplefilter("ignore")
+        ckpt = resolve_checkpoint(path)
     task, source = checkpoint_task(read_checkpoint_json(ckpt / "config.json")), source_digest()
     new = not out.exists()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -128,7 +128,7 @@ class Trainer:
         if self.cfg.run.bc_checkpoint is None:
             raise ConfigError("--run.bc-checkpoint is required: every method starts from a BC checkpoint "
                               "(make one with `flowft pretrain`)")
-        return load_bc_actor(self.cfg.run.bc_checkpoint, self.dims, self.cfg.algo.policy)
+        return load_bc_actor(self.cfg.run.bc_checkpoint, self.dims, self.cfg.algo.policy, self.cfg.run.task)
 
     def _build(self) -> bool:
         """The expensive part: env workers, networks, buffer. Returns whether the envs' dims differ from the

@@ -63,7 +63,7 @@ def check_history(run_dir: Path, ckpt: Path, state: dict, repair: bool) -> Histo
     """The metrics rows the checkpoint counted (checkpoints written before the count: rows up to its step). A
     history that lost any of them stops the resume, naming the file and the fix, unless `repair`."""
     path, m = run_dir / "metrics.csv", state.get("metrics")
-    hist = (read_history(path, m["rows"], m["keys"]) if m is not None
+    hist = (read_history(path, m["rows"], m["keys"], resume_step=int(state["env_steps"])) if m is not None
             else read_history(path, resume_step=int(state["env_steps"])))
     if hist.problem is None:
         return hist

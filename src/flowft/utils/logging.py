@@ -115,6 +115,11 @@ def read_history(path: Path, expect_rows: int | None = None, expect_keys: list[s
         row = {k: v for k, v in zip(header, fields) if v != ""}
         if resume_step is not None and expect_rows is None and int(row["env_steps"]) > resume_step:
             continue
+        step, last = int(row["env_steps"]), int(rows[-1]["env_steps"]) if rows else 0
+        if expect_rows is not None and (step < last or (resume_step is not None and step > resume_step)):
+            # the count alone passes when rows the checkpoint counted were lost and later ones moved up
+            bad = f"line {i} (env step {step}) is out of place: rows the checkpoint counted are missing"
+            break
         rows.append(row)
     if expect_rows is None:
         keys = BASE_KEYS + list(dict.fromkeys(k for r in rows for k in r if k not in BASE_KEYS))
@@ -238,3 +243,18 @@ def results_table(rows: dict[str, dict], first: str = "sampler",
     cells = [[first, *columns]] + [[name, *(_fmt(r.get(c, float("nan"))) for c in columns)] for name, r in rows.items()]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
+
+
+def one_line_warnings() -> None:
+    """flowft's own warnings (a damaged checkpoint, a guess about a demo file) print as one line, `flowft: warning:
+    ...`, instead of Python's `file:line: Category: ...` plus a source line; other warnings keep Python's format."""
+    import warnings
+
+    python_format = warnings.formatwarning
+
+    def fmt(message, category, filename, lineno, line=None):
+        if category.__module__.startswith("flowft."):
+            return f"flowft: warning: {message}\n"
+        return python_format(message, category, filename, lineno, line)
+
+    warnings.formatwarning = fmt
