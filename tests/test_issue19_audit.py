@@ -87,3 +87,29 @@ def test_flowft_warnings_print_as_one_line_from_the_cli():
             "warnings.warn('checkpoint x: damaged', CheckpointWarning)\nwarnings.warn('plain', UserWarning)\n")
     err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
     assert err.splitlines() == ["flowft: warning: checkpoint x: damaged", "<string>:6: UserWarning: plain"]
+
+
+def test_a_resume_that_fails_to_load_does_not_change_the_budget(bc, tmp_path, monkeypatch):
+    # `flowft resume RUN --env-steps N` wrote the new budget to config.json before loading the checkpoint, so a
+    # resume that then failed had extended the run anyway; now the budget is recorded once the checkpoint has loaded
+    import json
+    from dataclasses import replace
+
+    from helpers import tiny_train_config
+
+    cfg = tiny_train_config(bc, tmp_path, run_name="b", critic_diag_episodes=0)  # 640 env steps, a checkpoint at 320
+    Trainer(cfg).run(stop_at=320)
+    run_dir, longer = tmp_path / "b", replace(cfg, run=replace(cfg.run, env_steps=960))
+    budget = lambda: json.loads((run_dir / "config.json").read_text())["run"]["env_steps"]  # noqa: E731
+
+    def unreadable(self, path):
+        raise CheckpointError(f"{path}: unreadable")
+
+    monkeypatch.setattr(Trainer, "_resume", unreadable)
+    with pytest.raises(CheckpointError, match="unreadable"):
+        Trainer(longer, run_dir=run_dir, resume=True)
+    assert budget() == 640
+    monkeypatch.undo()
+    resumed = Trainer(longer, run_dir=run_dir, resume=True)
+    resumed.close()
+    assert budget() == 960 and resumed.env_steps == 320

@@ -35,7 +35,7 @@ from flowft.train.clock import Clock
 from flowft.train.collector import ChunkCollector, env_states, restore_env_states
 from flowft.train.evaluate import evaluate, record_videos
 from flowft.train.onpolicy import RolloutStorage
-from flowft.train.resuming import plan_resume
+from flowft.train.resuming import plan_resume, record_budget
 from flowft.train.runguard import (LOCK_NAME, GracefulStop, RunInterrupted, RunLock, check_new_run_dir,
                                    children_ignore_stop_signals, claim_run_dir, require_run_dir, require_simulator,
                                    task_dims)
@@ -121,6 +121,8 @@ class Trainer:
                 self._lock = RunLock.acquire(self.run_dir / LOCK_NAME, f"run dir {self.run_dir}")
                 write_json(self.run_dir / "config.json", self.config_dict)
             self.collector.start(reset_vec_env(self.venv, r.seed, stream=0))
+        if resume:
+            record_budget(self.run_dir, r.env_steps)  # --env-steps: only once the checkpoint has loaded
         record_provenance(self.run_dir)  # one line per sitting: which code made (or resumed) this run
         self.logger = Logger(self.run_dir, r.log, self.config_dict, history=history)
 

@@ -38,12 +38,12 @@ class ResumePlan:
 
 
 def plan_resume(run_dir: Path, config: dict, dims: dict, repair: bool) -> ResumePlan:
-    """Everything a resume can check cheaply, in the order that writes nothing until every check has passed
-    (only a changed budget is written, to config.json). The caller holds the run dir's lock."""
+    """Everything a resume can check cheaply, writing nothing (a changed budget is only checked here; the caller
+    records it with record_budget once the checkpoint has loaded). The caller holds the run dir's lock."""
     budget = config["run"]["env_steps"]
     settle_checkpoints(run_dir / "checkpoints")  # also for a finished run, which never saves again
     if not has_checkpoint(run_dir):
-        set_budget(run_dir, budget, done=0)
+        check_budget(run_dir, budget, done=0)
         print(f"{run_dir} has no checkpoint yet: starting over from its config.json", file=sys.stderr)
         return ResumePlan(None)
     ckpt = latest_checkpoint(run_dir)
@@ -51,7 +51,7 @@ def plan_resume(run_dir: Path, config: dict, dims: dict, repair: bool) -> Resume
     state = read_checkpoint_json(ckpt / "training_state" / "state.json")
     done = int(state["env_steps"])
     history = check_history(run_dir, ckpt, state, repair)
-    set_budget(run_dir, budget, done)
+    check_budget(run_dir, budget, done)
     plan = ResumePlan(ckpt, history, done)
     final = [row for row in history.rows if int(row["env_steps"]) == done and any(k.startswith("eval/") for k in row)]
     if done >= budget and final:
@@ -77,17 +77,22 @@ def check_history(run_dir: Path, ckpt: Path, state: dict, repair: bool) -> Histo
     return hist
 
 
-def set_budget(run_dir: Path, budget: int, done: int) -> None:
-    """A resume with another env-step budget (extending a run) records it in the run's config.json; a budget below
-    the steps already done is refused."""
+def check_budget(run_dir: Path, budget: int, done: int) -> None:
+    """A resume's env-step budget may extend a run (or keep it); one below the steps already done is refused."""
+    old = read_json(run_dir / "config.json")["run"]["env_steps"]
+    if budget != old and budget < done:
+        raise ConfigError(f"--env-steps {budget}: {run_dir} has already done {done} env steps (budget {old}); give "
+                          f"at least {done}")
+
+
+def record_budget(run_dir: Path, budget: int) -> None:
+    """A resume with another env-step budget records it in the run's config.json, after its checkpoint has loaded
+    (a resume that fails before training changes nothing)."""
     cfg_file = run_dir / "config.json"
     stored = read_json(cfg_file)
     old = stored["run"]["env_steps"]
     if budget == old:
         return
-    if budget < done:
-        raise ConfigError(f"--env-steps {budget}: {run_dir} has already done {done} env steps (budget {old}); give "
-                          f"at least {done}")
     stored["run"]["env_steps"] = budget
     write_json(cfg_file, stored)
     print(f"{run_dir}: env-step budget {old} -> {budget}", file=sys.stderr)
