@@ -321,6 +321,8 @@ def test_on_policy_algorithms_are_refused(ray_local, bc, tmp_path):
     cfg = tiny_train_config(bc, tmp_path, algo="dppo", env_workers=2)
     with pytest.raises(ConfigError, match="on-policy"):
         DistTrainer(replace(cfg, run=replace(cfg.run, run_name="dppo")))
+    with pytest.raises(ConfigError, match="--run.video-every: not recorded with --run.env-workers"):
+        DistTrainer(tiny_train_config(bc, tmp_path, env_workers=2, eval_every=320, video_every=320, run_name="v"))
 
 
 @pytest.mark.slow

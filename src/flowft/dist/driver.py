@@ -74,6 +74,9 @@ class DistTrainer(Trainer):
         Trainer's check against the task metadata); every training and evaluation env lives on a worker."""
         r, cfg = self.cfg.run, self.cfg
         spec = get_algorithm(cfg.algo_name)
+        if r.video_every:
+            raise ConfigError("--run.video-every: not recorded with --run.env-workers (evaluation runs on a Ray "
+                              "worker); record videos afterwards with `flowft eval RUN --video`")
         if spec.cls.on_policy:
             raise ConfigError(f"--run.env-workers: {cfg.algo_name} is on-policy (it needs rollouts of the current "
                               "policy); distributed acting is for off-policy algorithms, run it without the flag")
