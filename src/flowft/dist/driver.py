@@ -256,10 +256,7 @@ class DistTrainer(Trainer):
                 last_eval = self._poll_eval() or last_eval
                 if self.env_steps < r.env_steps and _crossed(before, self.env_steps, r.ckpt_every):
                     saved_at = self.env_steps
-                    self.save()
-                    if stop_at is not None and self.env_steps >= stop_at:
-                        bar.close()
-                        self.logger.close()
+                    if self._save_in_loop(bar, stop_at):
                         return last_eval
                 if self.env_steps < r.env_steps:
                     self._maybe_stop(bar, saved_at)

@@ -295,10 +295,7 @@ class Trainer:
                 # at rollout boundaries only
                 if ckpt_due and self.env_steps < r.env_steps and not (self.on_policy and self.rollout.steps):
                     ckpt_due, saved_at = False, self.env_steps
-                    self.save()
-                    if stop_at is not None and self.env_steps >= stop_at:
-                        bar.close()
-                        self.logger.close()
+                    if self._save_in_loop(bar, stop_at):
                         return last_eval
                 if self.env_steps < r.env_steps:
                     self._maybe_stop(bar, saved_at)
@@ -307,6 +304,15 @@ class Trainer:
         except DivergenceError as err:
             self._diverged(err, bar)
             raise
+
+    def _save_in_loop(self, bar, stop_at: int | None) -> bool:
+        """An in-loop checkpoint; True when `stop_at` is reached (the loop then returns as if killed right here)."""
+        self.save()
+        if stop_at is not None and self.env_steps >= stop_at:
+            bar.close()
+            self.logger.close()
+            return True
+        return False
 
     def _diverged(self, err: DivergenceError, bar) -> None:
         """Record a divergence: DIVERGED.txt names the checkpoint kept, re-checked (intact manifest, finite)."""
