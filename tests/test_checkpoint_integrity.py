@@ -27,7 +27,7 @@ from flowft.train.loop import Trainer
 from flowft.train.runguard import has_checkpoint
 from flowft.utils.checkpoint import NoCheckpointError, latest_checkpoint
 from flowft.utils.manifest import MANIFEST, CheckpointWarning, check_dir, write_manifest
-from helpers import make_bc_checkpoint, tiny_train_config
+from helpers import final_weights, make_bc_checkpoint, tiny_train_config
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +99,28 @@ def test_divergence_keeps_the_last_finite_verified_checkpoint(bc, tmp_path, caps
         assert all(torch.isfinite(v).all() for v in load_file(str(kept / f)).values()), f
     assert sorted(p.name for p in (t.run_dir / "checkpoints").iterdir()) == ["0000000080", "last.txt"]
     err = capsys.readouterr().err
-    assert "env step 80" in err and "finite, manifest verified" in err
+    assert "env step 80" in err and "finite, weights at most 1.00x their start RMS, manifest verified" in err
     assert "env step 80" in (t.run_dir / "DIVERGED.txt").read_text()
+
+
+def test_finite_but_exploded_weights_are_refused_like_nonfinite_ones(bc, tmp_path, capsys):
+    """The issue's other case: lr 10 keeps every tensor finite (the run used to finish with exit 0) but one Adam step
+    moves each weight by ~10 where the BC actor's RMS is ~0.1 (the actor grew ~97x, the critic ~110x, by env step 160):
+    that checkpoint is refused and the run stops, keeping the one before, whose weights are at their start."""
+    cfg = tiny_train_config(bc, tmp_path, env_steps=320, ckpt_every=80, utd=0.5, run_name="big")
+    cfg = replace(cfg, algo=replace(cfg.algo, actor_lr=10.0, critic_lr=10.0, lr_warmup=1))
+    t = Trainer(cfg)
+    with pytest.raises(DivergenceError, match=r"grew past --run.max-weight-growth 20x .*actor \d"):
+        t.run()
+    kept = latest_checkpoint(t.run_dir)
+    assert kept.name == "0000000080"  # updates start at 160, before that step's checkpoint
+    err = capsys.readouterr().err
+    assert "env step 80" in err and "weights at most 1.00x their start RMS" in err
+    # the same run with the guard off writes the wrecked checkpoint: the bound, not something else, refused it
+    off = Trainer(replace(cfg, run=replace(cfg.run, run_name="off", max_weight_growth=0.0)))
+    off.run()
+    actor = [v for k, v in final_weights(off.run_dir).items() if k.startswith("actor.net.")]
+    assert max(float(v.abs().max()) for v in actor) > 100
 
 
 def test_save_refuses_nonfinite_adam_moments_and_target_nets(bc, tmp_path):

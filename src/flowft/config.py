@@ -49,6 +49,9 @@ class RunConfig:
     """Env steps between checkpoints (on-policy: at the next rollout boundary); one more is written at the budget."""
     keep_checkpoints: int = 2
     """Newest usable checkpoints kept; older ones are deleted when a new one is written."""
+    max_weight_growth: float = 20.0
+    """Divergence guard: a checkpoint is refused, and the run stopped as diverged, when a module's weights grow past
+    this multiple of their RMS at the run's start (the published 100k-step runs stay within 1.6x, docs/runs.md); 0 = off."""
     save_buffer: bool = True
     """Store the replay buffer in checkpoints (needed for exact resume)."""
     out_dir: str = "runs"
@@ -119,6 +122,7 @@ _RUN_RULES = rules({
      "buffer_capacity"): INT_POS,
     ("seed", "start_training"): INT_NONNEG,
     "utd": number(ge=0, note="0 = collect only, no updates"),
+    "max_weight_growth": number(ge=0, note="0 = off"),
     "threads": integer(1, none="torch's choice"),
     ("critic_diag_episodes", "video_every"): integer(0, note="0 = off"),
     "env_workers": integer(0, note="0 = single process"),

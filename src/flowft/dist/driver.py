@@ -350,7 +350,7 @@ class DistTrainer(Trainer):
         r = self.cfg.run
         loop_state = {"env_steps": self.env_steps, "update_credit": self.update_credit, "resets": self.resets,
                       "evals": self.evals, "env_states": None, "recent": self.recent,
-                      "train_window": self.train_window, "metrics": self.logger.state(),
+                      "train_window": self.train_window, "metrics": self.logger.state(), "weight_rms": self.rms_start,
                       "dist": {"restarts": self.restarts, "lost_steps": self.lost_steps, "syncs": self.syncs,
                                "lag_window": self.lag_window}}
         return save_checkpoint(self.run_dir / "checkpoints", self.env_steps, self.config_dict, self.dims, self.algo,
@@ -361,6 +361,7 @@ class DistTrainer(Trainer):
         self.env_steps, self.update_credit = state["env_steps"], state["update_credit"]
         self.resets, self.evals = state["resets"] + 1, state["evals"]
         self.recent, self.train_window = state.get("recent", []), state.get("train_window", {})
+        self.rms_start = state.get("weight_rms")
         dist = state.get("dist")
         if dist is None:
             raise ConfigError(f"checkpoint {path} is from a single-process run: resume it without --run.env-workers")

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load_file as load_np, save_file as save_np
 
@@ -29,19 +30,54 @@ from flowft.utils.seeding import load_generators, save_generators
 
 def _nonfinite_state(algo: Algorithm) -> list[str]:
     """Names of the non-finite tensors of every module (EMA and target copies included) and optimiser state."""
-    modules = {f"{name}.{k}": v for name, m in algo.modules().items() for k, v in m.state_dict().items()}
-    return nonfinite(modules) + nonfinite(optimizer_tensors(algo.optimizers()))
+    return nonfinite(module_tensors(algo)) + nonfinite(optimizer_tensors(algo.optimizers()))
+
+
+def weight_rms(tensors: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Root-mean-square of each module's tensors (keys `<module>.<name>`, as in model.safetensors): the scale the
+    growth guard compares with the run's start."""
+    groups: dict[str, list[torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if v.is_floating_point():
+            groups.setdefault(k.split(".")[0], []).append(v.detach().reshape(-1).double())
+    return {m: float(torch.cat(vs).square().mean().sqrt()) for m, vs in groups.items()}
+
+
+def module_tensors(algo: Algorithm) -> dict[str, torch.Tensor]:
+    return {f"{name}.{k}": v for name, m in algo.modules().items() for k, v in m.state_dict().items()}
+
+
+def module_weights(algo: Algorithm) -> dict[str, torch.Tensor]:
+    """The trainable weights only: normalisers' statistics are data scales, not something an update can wreck."""
+    return {f"{name}.{k}": v for name, m in algo.modules().items() for k, v in m.named_parameters()}
+
+
+def growth(rms: dict[str, float], start: dict[str, float] | None) -> dict[str, float]:
+    """Each module's RMS as a multiple of its start (modules without a nonzero start are left out)."""
+    return {m: v / start[m] for m, v in rms.items() if start and start.get(m)}
+
+
+def check_weight_growth(algo: Algorithm, start: dict[str, float] | None, limit: float, step: int) -> None:
+    """Finite weights can still be wrecked (an lr 1e3 times too large leaves actor weights of ~5e3 after one Adam
+    step, where a trained net's stay at RMS ~0.1-0.2): refuse them like non-finite ones. limit 0 = off."""
+    over = {m: g for m, g in growth(weight_rms(module_weights(algo)), start).items() if limit and g > limit}
+    if over:
+        raise DivergenceError(f"weights at env step {step} grew past --run.max-weight-growth {limit:g}x their RMS at "
+                              f"the run's start ({', '.join(f'{m} {g:.3g}x' for m, g in over.items())}); its "
+                              "checkpoint was not written")
 
 
 def save_checkpoint(ckpt_root: Path, step: int, config: dict, dims: dict, algo: Algorithm,
                     buffer: ReplayBuffer | None, loop_state: dict, collector_arrays: dict[str, np.ndarray],
                     keep: int) -> Path:
     """Write checkpoint `<step>` atomically. Raises DivergenceError, writing nothing, when any weight or optimiser
-    tensor is non-finite: the previous checkpoint stays the newest."""
+    tensor is non-finite, or a module's weights grew past `run.max_weight_growth` times their RMS at the run's start
+    (`loop_state["weight_rms"]`): the previous checkpoint stays the newest."""
     bad = _nonfinite_state(algo)
     if bad:
         raise DivergenceError(f"non-finite model/optimiser state at env step {step} in {bad[:4]}"
                               f"{f' and {len(bad) - 4} more' if len(bad) > 4 else ''}; its checkpoint was not written")
+    check_weight_growth(algo, loop_state.get("weight_rms"), config["run"].get("max_weight_growth", 0.0), step)
     settle_checkpoints(ckpt_root)  # a crash inside an earlier commit may have left .tmp/.old copies
     final = ckpt_root / f"{step:010d}"
     tmp = atomic_dir(final)
@@ -83,22 +119,25 @@ def rotate_checkpoints(ckpt_root: Path, step: int, keep: int) -> list[Path]:
     return removed
 
 
-def kept_checkpoint_note(run_dir: Path) -> str:
+def kept_checkpoint_note(run_dir: Path, weights: set[str] = frozenset()) -> str:
     """For the divergence guard: which checkpoint a stopped run keeps, after re-checking that it is intact and
-    finite (so the message is a statement of fact, not a hope)."""
+    finite, and how far its `weights` (model.safetensors keys) grew (so the message is a statement of fact)."""
     try:
         path = latest_checkpoint(run_dir)
     except NoCheckpointError:
         return "No checkpoint was written before it, so the run cannot be resumed; start it again with a lower lr."
     try:
-        bad = nonfinite(read_tensors(path / "model.safetensors")) + nonfinite(
-            read_tensors(path / "training_state" / "optim.safetensors"))
+        model = read_tensors(path / "model.safetensors")
+        bad = nonfinite(model) + nonfinite(read_tensors(path / "training_state" / "optim.safetensors"))
+        start = read_checkpoint_json(path / "training_state" / "state.json").get("weight_rms")
     except CheckpointError as e:
         return f"The newest checkpoint cannot be read: {e}."
     if bad:
         return f"The newest checkpoint {path} holds non-finite tensors {bad[:4]} (written by an earlier flowft)."
     how = "manifest verified" if check_dir(path).verified else "written before manifests, so unverified"
-    return (f"The last good checkpoint, env step {int(path.name.split('.')[0])} ({path}: finite, {how}), is "
+    g = growth(weight_rms({k: v for k, v in model.items() if k in weights}), start)
+    scale = f"weights at most {max(g.values()):.2f}x their start RMS, " if g else ""
+    return (f"The last good checkpoint, env step {int(path.name.split('.')[0])} ({path}: finite, {scale}{how}), is "
             "kept; nothing was saved after it.")
 
 

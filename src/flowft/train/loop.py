@@ -30,7 +30,8 @@ from flowft.deploy import load_bc_actor
 from flowft.envs.make import make_vec_env, reset_vec_env
 from flowft.errors import ConfigError
 from flowft.registry import get_algorithm, get_task, task_slug
-from flowft.train.checkpointing import kept_checkpoint_note, load_checkpoint, save_checkpoint
+from flowft.train.checkpointing import (kept_checkpoint_note, load_checkpoint, module_weights, save_checkpoint,
+                                        weight_rms)
 from flowft.train.clock import Clock
 from flowft.train.collector import ChunkCollector, env_states, restore_env_states
 from flowft.train.evaluate import evaluate, record_videos
@@ -86,11 +87,14 @@ class Trainer:
         self.finished, self.final_eval = False, {}
         self._lock = self.logger = self.venv = self.eval_venv = self._stop = None
         self._extras: dict | None = None
+        self.rms_start: dict[str, float] | None = None  # each module's weight RMS at the run's start (growth guard)
         try:
             self._setup(resume, repair_metrics, explicit=run_dir is not None or r.run_name is not None)
         except BaseException:
             self.close()
             raise
+        if self.rms_start is None and not self.finished:
+            self.rms_start = weight_rms(module_weights(self.algo))
 
     def _setup(self, resume: bool, repair: bool, explicit: bool) -> None:
         r = self.cfg.run
@@ -164,6 +168,7 @@ class Trainer:
         # train/* values since the last row; checkpoints written before they were saved restart them empty
         self.recent = state.get("recent", [])
         self.train_window = state.get("train_window", {})
+        self.rms_start = state.get("weight_rms")  # checkpoints older than the growth guard: measured from here
         if state["env_states"] is not None and env_states(self.venv) is not None:
             reset_vec_env(self.venv, self.cfg.run.seed, stream=0)
             restore_env_states(self.venv, state["env_states"])
@@ -176,7 +181,7 @@ class Trainer:
         loop_state = {"env_steps": self.env_steps, "update_credit": self.update_credit, "resets": self.resets,
                       "evals": self.evals, "env_states": env_states(self.venv),
                       "recent": self.recent,  # JSON-safe: the collector's episode dicts hold int/float/bool
-                      "train_window": self.train_window, "metrics": self.logger.state()}
+                      "train_window": self.train_window, "metrics": self.logger.state(), "weight_rms": self.rms_start}
         return save_checkpoint(self.run_dir / "checkpoints", self.env_steps, self.config_dict, self.dims, self.algo,
                                self.buffer if self.cfg.run.save_buffer and not self.on_policy else None, loop_state,
                                self.collector.state_arrays(), self.cfg.run.keep_checkpoints)
@@ -317,7 +322,7 @@ class Trainer:
     def _diverged(self, err: DivergenceError, bar) -> None:
         """Record a divergence: DIVERGED.txt names the checkpoint kept, re-checked (intact manifest, finite)."""
         bar.close()
-        kept = kept_checkpoint_note(self.run_dir)
+        kept = kept_checkpoint_note(self.run_dir, set(module_weights(self.algo)))
         (self.run_dir / "DIVERGED.txt").write_text(f"{err}\nat env step {self.env_steps}\n{kept}\n")
         print(f"training diverged: {err}. {kept}", file=sys.stderr)
         self.logger.close()
