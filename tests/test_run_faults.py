@@ -261,7 +261,7 @@ def test_default_run_names_never_collide(bc, tmp_path, monkeypatch):
         def now(cls, tz=None):
             return dt.datetime(2026, 1, 2, 3, 4, 5)
 
-    monkeypatch.setattr("flowft.train.loop.datetime", Frozen)  # both runs start in the same second
+    monkeypatch.setattr("flowft.train.runguard.datetime", Frozen)  # both runs start in the same second
     cfg = small_config(bc, tmp_path, None)
     a, b = Trainer(cfg), Trainer(cfg)
     try:

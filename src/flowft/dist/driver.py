@@ -348,9 +348,7 @@ class DistTrainer(Trainer):
         if self._eval is not None:
             self._poll_eval(block=True)
         r = self.cfg.run
-        loop_state = {"env_steps": self.env_steps, "update_credit": self.update_credit, "resets": self.resets,
-                      "evals": self.evals, "env_states": None, "recent": self.recent,
-                      "train_window": self.train_window, "metrics": self.logger.state(), "weight_rms": self.rms_start,
+        loop_state = {**self.loop_state(None),
                       "dist": {"restarts": self.restarts, "lost_steps": self.lost_steps, "syncs": self.syncs,
                                "lag_window": self.lag_window}}
         return save_checkpoint(self.run_dir / "checkpoints", self.env_steps, self.config_dict, self.dims, self.algo,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from flowft.data.buffer import ReplayBuffer
 from flowft.deploy import load_bc_actor
 from flowft.envs.make import make_vec_env, reset_vec_env
 from flowft.errors import ConfigError
-from flowft.registry import get_algorithm, get_task, task_slug
+from flowft.registry import get_algorithm, get_task
 from flowft.train.checkpointing import (kept_checkpoint_note, load_checkpoint, module_weights, save_checkpoint,
                                         weight_rms)
 from flowft.train.clock import Clock
@@ -38,8 +37,8 @@ from flowft.train.evaluate import evaluate, record_videos
 from flowft.train.onpolicy import RolloutStorage
 from flowft.train.resuming import plan_resume, record_budget
 from flowft.train.runguard import (LOCK_NAME, GracefulStop, RunInterrupted, RunLock, check_new_run_dir,
-                                   children_ignore_stop_signals, claim_run_dir, require_run_dir, require_simulator,
-                                   task_dims)
+                                   children_ignore_stop_signals, claim_run_dir, default_run_dir, require_run_dir,
+                                   require_simulator, resolve_device, task_dims)
 from flowft.utils.config_io import to_dict, write_json
 from flowft.utils.logging import Logger, console, summary_line
 from flowft.utils.provenance import record as record_provenance
@@ -47,23 +46,6 @@ from flowft.utils.seeding import seed_everything
 from flowft.utils.video import check_video_extra
 
 EPISODE_WINDOW = 50  # train/episode_* are means over the last this-many finished training episodes
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--run.device {name}: CUDA is not available on this machine")
-    return dev
-
-
-def default_run_dir(cfg: TrainConfig) -> Path:
-    """<out_dir>/<run_name>, default <algo>-<task>-s<seed>-<time>; a default name that is taken gets -2, -3, ...
-    when the dir is created (runguard.claim_run_dir)."""
-    stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
-    name = cfg.run.run_name or f"{cfg.algo_name}-{task_slug(cfg.run.task)}-s{cfg.run.seed}-{stamp}"
-    return Path(cfg.run.out_dir) / name
 
 
 class Trainer:
@@ -177,14 +159,19 @@ class Trainer:
             self.collector.start(reset_vec_env(self.venv, self.cfg.run.seed, stream=self.resets))
         print(f"resumed {self.run_dir} from {path.name} at {self.env_steps} env steps", file=sys.stderr)
 
+    def loop_state(self, env_state) -> dict:
+        """What a checkpoint's state.json holds besides the algorithm's state (`env_state`: the envs' simulator
+        states, or None where they cannot be restored)."""
+        return {"env_steps": self.env_steps, "update_credit": self.update_credit, "resets": self.resets,
+                "evals": self.evals, "env_states": env_state,
+                "recent": self.recent,  # JSON-safe: the collector's episode dicts hold int/float/bool
+                "train_window": self.train_window, "metrics": self.logger.state(), "weight_rms": self.rms_start}
+
     def save(self) -> Path:
-        loop_state = {"env_steps": self.env_steps, "update_credit": self.update_credit, "resets": self.resets,
-                      "evals": self.evals, "env_states": env_states(self.venv),
-                      "recent": self.recent,  # JSON-safe: the collector's episode dicts hold int/float/bool
-                      "train_window": self.train_window, "metrics": self.logger.state(), "weight_rms": self.rms_start}
         return save_checkpoint(self.run_dir / "checkpoints", self.env_steps, self.config_dict, self.dims, self.algo,
-                               self.buffer if self.cfg.run.save_buffer and not self.on_policy else None, loop_state,
-                               self.collector.state_arrays(), self.cfg.run.keep_checkpoints)
+                               self.buffer if self.cfg.run.save_buffer and not self.on_policy else None,
+                               self.loop_state(env_states(self.venv)), self.collector.state_arrays(),
+                               self.cfg.run.keep_checkpoints)
 
     # ------------------------------------------------------------------------------------------- eval
     def evaluate_now(self) -> dict[str, float]:

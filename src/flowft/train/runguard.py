@@ -17,11 +17,18 @@ import socket
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from flowft.errors import CheckpointError, ConfigError
+from flowft.registry import task_slug
+
+if TYPE_CHECKING:
+    from flowft.config import TrainConfig
 
 LOCK_NAME = "run.lock"
 """Lock file inside a run dir, held (flock) by the process training it; it says which pid/host holds it."""
@@ -234,3 +241,20 @@ def task_dims(task) -> dict[str, int]:
         finally:
             env.close()
     return {"obs_dim": obs_dim, "act_dim": act_dim, "chunk_len": task.chunk_len}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--run.device {name}: CUDA is not available on this machine")
+    return dev
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    """<out_dir>/<run_name>, default <algo>-<task>-s<seed>-<time>; a default name that is taken gets -2, -3, ...
+    when the dir is created (runguard.claim_run_dir)."""
+    stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
+    name = cfg.run.run_name or f"{cfg.algo_name}-{task_slug(cfg.run.task)}-s{cfg.run.seed}-{stamp}"
+    return Path(cfg.run.out_dir) / name
