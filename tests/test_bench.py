@@ -351,3 +351,50 @@ def test_a_cell_run_by_another_sitting_is_left_alone(tmp_path, monkeypatch):
     for f in held:
         f.close()
     assert not locks.is_busy(cell.path)
+
+
+# ------------------------------------------------------------------------------- honest starts: fewer demos
+def _bc_spec(tmp_path, clip_max, ladder):
+    from flowft.bench.runner import _demo_name
+
+    bc = BCStage(demo_episodes=12, fewer_demos=ladder)
+    return {"kind": "bc", "task": "toy", "seed": 0, "size": "tiny", "threads": 1, "bc_dir": str(tmp_path / "bc" / "s0"),
+            "demos": str(tmp_path / "demos" / _demo_name(0, bc)), "demo_episodes": 12, "demo_noise": 0.1,
+            "demo_style": "clean", "fewer_demos": list(ladder),
+            "overrides": {"steps": 120, "eval_every": 40, "eval_episodes": 8, "eval_envs": 4, "gate": "confirmed",
+                          "min_steps": 40, "plateau_window": 10, "plateau_tol": 10.0, "confirm_episodes": 8,
+                          "clip_threshold": 0.0, "clip_max": clip_max}}
+
+
+def test_bc_over_its_ceiling_is_trained_again_on_fewer_demos(tmp_path):
+    """clip_max 0 is never met (toy BC succeeds): the full demo set, then 6 and 3 successful demos are tried, each in
+    its own dir with its own max_episodes, and the last is kept; clip_max 1 is met at once: one attempt."""
+    from flowft.bench.worker import _worker_bc
+    from safetensors.torch import load_file
+
+    spec = _bc_spec(tmp_path, 0.0, (6, 3))
+    (tmp_path / "demos").mkdir()
+    _worker_bc(spec)
+    attempts = json.loads((tmp_path / "bc" / "s0" / "attempts.json").read_text())
+    assert [a["dir"] for a in attempts] == ["s0.n12-all", "s0.n6", "s0.n3"]
+    assert all(a["over_ceiling"] and a["confirmed"] > 0 for a in attempts)
+    used = [json.loads((tmp_path / "bc" / d / "config.json").read_text())["bc"]["max_episodes"]
+            for d in ("s0.n12-all", "s0.n6", "s0.n3")]
+    assert used == [None, 6, 3]
+    kept, last = (load_file(str(tmp_path / "bc" / d / "checkpoint" / "model.safetensors")) for d in ("s0", "s0.n3"))
+    assert all(torch_equal(kept[k], last[k]) for k in last)
+    assert runner.bc_state(tmp_path / "bc" / "s0") == "done"
+    # a ceiling that the first attempt meets: no second attempt
+    spec = _bc_spec(tmp_path / "ok", 1.0, (6, 3))
+    (tmp_path / "ok" / "demos").mkdir(parents=True)
+    _worker_bc(spec)
+    assert [a["dir"] for a in json.loads((tmp_path / "ok" / "bc" / "s0" / "attempts.json").read_text())] == [
+        "s0.n12-all"]
+    with pytest.raises(ValueError, match="fewer_demos"):
+        BCStage(fewer_demos=(3, 6))
+
+
+def torch_equal(a, b):
+    import torch
+
+    return bool(torch.equal(a, b))

@@ -175,7 +175,7 @@ def plan(suite: Suite, out_dir: Path, only_algos=(), only_tasks=(), seeds=(), wo
             spec = {"kind": "bc", "task": task, "seed": seed, "size": suite.size, "threads": threads,
                     "bc_dir": str(bc_dir), "demos": str(root / task / "demos" / _demo_name(seed, bc)),
                     "demo_episodes": bc.demo_episodes, "demo_noise": bc.demo_noise, "demo_style": bc.demo_style,
-                    "overrides": bc.overrides()}
+                    "overrides": bc.overrides(), **({"fewer_demos": list(bc.fewer_demos)} if bc.fewer_demos else {})}
             state = "busy" if is_busy(bc_dir) else bc_state(bc_dir)
             jobs.append(Job(f"{task}/bc/s{seed}", "bc", bc_dir, spec, state=state))
     for task in tasks:
