@@ -50,6 +50,15 @@ if [ -d "$OPS" ]; then
     for f in STOPPED gate.json; do [ -f "$d/$f" ] && cp "$d/$f" "$DST/operator-sweep/$rel/"; done
   done
 fi
+# issue 18: --run.overlap-updates off vs on at equal env steps on toy (runs/overlap-toy/run.sh in results.md §6):
+# runs/overlap-toy/<off|on>-s<seed> next to runs/bench, published as overlap-toy/<off|on>/s<seed>
+OVL=$(dirname "$SRC")/overlap-toy
+if [ -d "$OVL" ]; then
+  for f in "$OVL"/*-s*/DONE; do
+    [ -f "$f" ] || continue
+    d=$(dirname "$f"); n=$(basename "$d"); copy_run "$d" "$DST/overlap-toy/${n%-s*}/s${n##*-s}"
+  done
+fi
 
 R=docs/results
 flowft report $DST/cpu-small --label parent --out $R/toy-main --title "Toy: OGPO variants and the baselines" \
@@ -81,6 +90,8 @@ flowft report $DST/recipe-sweep/lift --label parent --out $R/recipe-sweep \
 flowft report $DST/operator-sweep/lift $DST/operator-sweep/can $DST/operator-sweep/door --label parent --out $R/operator-sweep \
     --title "Honest starts (operator demos, flat-loss BC, 64-episode ODE gate): OGPO+CA and OGPO+ arms on Lift (the preset: seeds 0-2), Can and Adroit door (seed 0)" \
     --metrics train/episode_success train/critic_diag/spearman train/actor/clip_frac
+[ -d $DST/overlap-toy ] && flowft report $DST/overlap-toy --label parent --out $R/overlap-toy \
+    --title "Toy, OGPO+CA preset: updates after the env step (off) vs while the envs step (on, --run.overlap-updates)"
 flowft report $DST/cpu-can-door/door --out $R/door --title "Adroit door: the issue-6 methods, evaluated every 1k env steps"
 python benchmarks/claims.py $DST/cpu-small --switch 2000 --window 4000 --out $R/claims-toy.md \
     --methods ogpo ogpo-ca ogpo-plus ogpo-plus-ca ogpo-plus-ca-min-target ogpo-plus-ca-group-std \
