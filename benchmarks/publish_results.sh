@@ -41,7 +41,7 @@ fi
 
 # the honest-start cells of issue 17 (results.md section 9): runs/operator-sweep next to runs/bench, layout
 # <task>/<arm>/s<seed> (BC: <task>/bc/s<seed>); arms stopped by hand carry a STOPPED note and are published as such
-# (Lift preset seeds 1-2, Can ogpo-plus and door's preset are `flowft bench sim-recipe` cells, door ogpo-plus s0 a
+# (Lift preset seeds 1-2, Can ogpo-plus, door's preset and door dppo are `flowft bench sim-recipe` cells, door ogpo-plus s0 a
 # `flowft train` run with the suite's settings; all copied into this layout by hand)
 OPS=$(dirname "$SRC")/operator-sweep
 if [ -d "$OPS" ]; then
@@ -88,7 +88,7 @@ flowft report $DST/recipe-sweep/lift --label parent --out $R/recipe-sweep \
     --title "Lift recipe sweep (50k env steps): OGPO+CA with the fast CPU actor steps (seeds 0, 1) vs the authors' recipe (seed 1), both M = 10" \
     --metrics train/episode_success train/critic/q_mean train/actor/clip_frac train/actor/adv_zero_frac
 flowft report $DST/operator-sweep/lift $DST/operator-sweep/can $DST/operator-sweep/door --label parent --out $R/operator-sweep \
-    --title "Honest starts (operator demos, flat-loss BC, 64-episode ODE gate): OGPO+CA and OGPO+ arms on Lift (the preset: seeds 0-2), Can and Adroit door (seed 0)" \
+    --title "Honest starts (operator demos, flat-loss BC, 64-episode ODE gate): the OGPO+CA preset, OGPO+ and DPPO on Lift, Can and Adroit door (seeds per arm in the tables)" \
     --metrics train/episode_success train/critic_diag/spearman train/actor/clip_frac
 [ -d $DST/overlap-toy ] && flowft report $DST/overlap-toy --label parent --out $R/overlap-toy \
     --title "Toy, OGPO+CA preset: updates after the env step (off) vs while the envs step (on, --run.overlap-updates)"
