@@ -47,7 +47,7 @@ OPS=$(dirname "$SRC")/operator-sweep
 if [ -d "$OPS" ]; then
   find "$OPS" -name metrics.csv | while read -r m; do
     d=$(dirname "$m"); rel=${d#"$OPS"/}; copy_run "$d" "$DST/operator-sweep/$rel"
-    for f in STOPPED gate.json; do [ -f "$d/$f" ] && cp "$d/$f" "$DST/operator-sweep/$rel/"; done
+    for f in STOPPED gate.json attempts.json; do [ ! -f "$d/$f" ] || cp "$d/$f" "$DST/operator-sweep/$rel/"; done
   done
 fi
 # issue 18: --run.overlap-updates off vs on at equal env steps on toy (runs/overlap-toy/run.sh in results.md §6):
