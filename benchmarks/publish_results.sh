@@ -50,7 +50,7 @@ if [ -d "$OPS" ]; then
     for f in STOPPED gate.json attempts.json; do [ ! -f "$d/$f" ] || cp "$d/$f" "$DST/operator-sweep/$rel/"; done
   done
 fi
-# issue 18: --run.overlap-updates off vs on at equal env steps on toy (runs/overlap-toy/run.sh in results.md §6):
+# issue 18: --run.overlap-updates off vs on at equal env steps on toy (benchmarks/overlap_toy.sh, results.md §6):
 # runs/overlap-toy/<off|on>-s<seed> next to runs/bench, published as overlap-toy/<off|on>/s<seed>
 OVL=$(dirname "$SRC")/overlap-toy
 if [ -d "$OVL" ]; then
