@@ -50,8 +50,9 @@ if [ -d "$OPS" ]; then
     for f in STOPPED gate.json attempts.json; do [ ! -f "$d/$f" ] || cp "$d/$f" "$DST/operator-sweep/$rel/"; done
   done
 fi
-# issue 18: --run.overlap-updates off vs on at equal env steps on toy (benchmarks/overlap_toy.sh, results.md §6):
-# runs/overlap-toy/<off|on>-s<seed> next to runs/bench, published as overlap-toy/<off|on>/s<seed>
+# issue 18: the learner modes (off, on = --run.overlap-updates, compile, bf16) at equal env steps on toy
+# (benchmarks/overlap_toy.sh, results.md section 6): runs/overlap-toy/<mode>-s<seed> next to runs/bench, published as
+# overlap-toy/<mode>/s<seed>
 OVL=$(dirname "$SRC")/overlap-toy
 if [ -d "$OVL" ]; then
   for f in "$OVL"/*-s*/DONE; do
@@ -91,7 +92,7 @@ flowft report $DST/operator-sweep/lift $DST/operator-sweep/can $DST/operator-swe
     --title "Honest starts (operator demos, flat-loss BC, 64-episode ODE gate): the OGPO+CA preset, OGPO+ and DPPO on Lift, Can and Adroit door (seeds per arm in the tables)" \
     --metrics train/episode_success train/critic_diag/spearman train/actor/clip_frac
 [ -d $DST/overlap-toy ] && flowft report $DST/overlap-toy --label parent --out $R/overlap-toy \
-    --title "Toy, OGPO+CA preset: updates after the env step (off) vs while the envs step (on, --run.overlap-updates)"
+    --title "Toy, OGPO+CA preset, learner modes at equal env steps: off (default), on (--run.overlap-updates), compile (--run.compile), bf16 (--run.compile --run.precision bf16)"
 flowft report $DST/cpu-can-door/door --out $R/door --title "Adroit door: the issue-6 methods, evaluated every 1k env steps"
 python benchmarks/claims.py $DST/cpu-small --switch 2000 --window 4000 --out $R/claims-toy.md \
     --methods ogpo ogpo-ca ogpo-plus ogpo-plus-ca ogpo-plus-ca-min-target ogpo-plus-ca-group-std \
