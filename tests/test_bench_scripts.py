@@ -1,0 +1,52 @@
+"""benchmarks/sim_cell.sh: the by-hand simulator cells of docs/results.md section 9 run with the suite's settings,
+take extra flags (the last value of a repeated flag wins), resume, and refuse bad arguments in one line."""
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import make_bc_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "sim_cell.sh"
+ENV = {"FLOWFT": f"{shlex.quote(sys.executable)} -m flowft", "PATH": "/usr/bin:/bin"}
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=600,
+                          env={**ENV, "PYTHONPATH": str(ROOT / "src")})
+
+
+def test_sim_cell_runs_with_the_suite_settings_and_the_extra_flags_then_resumes(tmp_path):
+    bc = make_bc_checkpoint(tmp_path, steps=60)
+    small = ["--run.env-steps", "160", "--run.start-training", "80", "--run.eval-every", "160",
+             "--run.eval-episodes", "8", "--run.ckpt-every", "80", "--algo.best-of-n", "4",
+             "--algo.bon-after-updates", "10"]
+    done = _run(str(tmp_path / "out"), "toy", "ogpo-plus-ca", "cell", "0", str(bc), *small)
+    run = tmp_path / "out" / "cell"
+    assert done.returncode == 0, done.stderr + (tmp_path / "out" / "cell.log").read_text()[-2000:]
+    assert (run / "DONE").exists()
+    cfg = json.loads((run / "config.json").read_text())
+    r, a = cfg["run"], cfg["algo"]
+    # the suite's settings, except where an extra flag repeated one (env steps, eval cadence): the last value wins
+    assert (r["env_steps"], r["eval_every"], r["eval_episodes"], r["ckpt_every"]) == (160, 160, 8, 80)
+    assert (r["eval_envs"], r["eval_samplers"], r["vectorization"], r["threads"], r["seed"]) == (8, ["ode"], "sync", 1, 0)
+    assert (a["best_of_n"], a["bon_after_updates"]) == (4, 10) and cfg["algo_name"] == "ogpo-plus-ca"
+    # rerunning goes through `flowft resume` (here: a finished cell, so nothing to do) instead of starting over
+    before = {p.name: p.stat().st_mtime_ns for p in (run / "checkpoints").iterdir()}
+    again = _run(str(tmp_path / "out"), "toy", "ogpo-plus-ca", "cell", "0", str(bc), *small)
+    assert again.returncode == 0 and (run / "DONE").exists()
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "checkpoints").iterdir()} == before
+    log = (tmp_path / "out" / "cell.log").read_text()
+    assert log.count("run dir:") == 1 and "is finished (160 env steps, budget 160" in log
+
+
+def test_sim_cell_refuses_bad_arguments_in_one_line(tmp_path):
+    short = _run(str(tmp_path), "toy")
+    assert short.returncode == 2 and short.stderr.strip().splitlines() == [
+        "usage: sim_cell.sh OUT TASK ALGO NAME SEED BC_CHECKPOINT [FLAGS...]"]
+    missing = _run(str(tmp_path), "toy", "ogpo-plus-ca", "c", "0", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "BC_CHECKPOINT" in missing.stderr and len(missing.stderr.splitlines()) == 1
+    assert not (tmp_path / "c").exists()
