@@ -11,7 +11,7 @@
 #   door ogpo-plus-fast-bon  : ogpo-plus FAST + BON                                      (commit e4c4d14)
 #   door ogpo-plus-fast-utd1 : ogpo-plus FAST --run.utd 1.0                              (commit e4c4d14)
 #   can ogpo-plus-bon        : ogpo-plus BON, BON = --algo.best-of-n 8 --algo.bon-after-updates 2000 (e4c4d14)
-#   lift preset-bon          : ogpo-plus-ca BON                                          (commit e4c4d14)
+#   lift preset-bon          : ogpo-plus-ca BON                          (planned, not published yet)
 # FLOWFT overrides the command (default: flowft; e.g. FLOWFT="python -m flowft" with PYTHONPATH=src).
 set -uo pipefail
 [ $# -ge 6 ] || { echo "usage: sim_cell.sh OUT TASK ALGO NAME SEED BC_CHECKPOINT [FLAGS...]" >&2; exit 2; }
