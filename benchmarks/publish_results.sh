@@ -61,6 +61,12 @@ if [ -d "$OVL" ]; then
   done
 fi
 
+# door's BC loss with the tiny and mid policies (results.md section 9): runs/door-capacity/<size> next to runs/bench,
+# each `flowft pretrain --task door --size <size> --demos <door seed-0 demos> --steps 10000 --no-clip`
+CAP=$(dirname "$SRC")/door-capacity
+if [ -d "$CAP" ]; then
+  for d in "$CAP"/*/; do [ -f "$d/metrics.csv" ] && copy_run "$d" "$DST/door-capacity/$(basename "$d")"; done
+fi
 R=docs/results
 flowft report $DST/cpu-small --label parent --out $R/toy-main --title "Toy: OGPO variants and the baselines" \
     --methods ogpo ogpo-plus ogpo-ca ogpo-plus-ca dppo dsrl qc bon-sft expo residual
