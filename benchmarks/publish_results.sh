@@ -65,7 +65,7 @@ fi
 # each `flowft pretrain --task door --size <size> --demos <door seed-0 demos> --steps 10000 --no-clip`
 CAP=$(dirname "$SRC")/door-capacity
 if [ -d "$CAP" ]; then
-  for d in "$CAP"/*/; do [ -f "$d/metrics.csv" ] && copy_run "$d" "$DST/door-capacity/$(basename "$d")"; done
+  for d in "$CAP"/*/; do [ ! -f "$d/metrics.csv" ] || copy_run "$d" "$DST/door-capacity/$(basename "$d")"; done
 fi
 R=docs/results
 flowft report $DST/cpu-small --label parent --out $R/toy-main --title "Toy: OGPO variants and the baselines" \
