@@ -5,13 +5,7 @@
 # checkpoint (the extra flags are then taken from the run's config.json). Run from a frozen checkout (a git worktree)
 # so later edits never change a running cell.
 #   bash benchmarks/sim_cell.sh OUT TASK ALGO NAME SEED BC_CHECKPOINT [FLAGS...]
-# The section 9 arms as run (OUT/NAME, then published as operator-sweep/<task>/<arm>/s<seed>):
-#   door ogpo-plus-fast      : ogpo-plus --algo.actor-lr 3e-4 --algo.actor-lr-floor 1e-4 --algo.lr-warmup 200
-#                              --algo.lr-cycle 20000                                    (FAST below; commit b4dbc4d)
-#   door ogpo-plus-fast-bon  : ogpo-plus FAST + BON                                      (commit e4c4d14)
-#   door ogpo-plus-fast-utd1 : ogpo-plus FAST --run.utd 1.0                              (commit e4c4d14)
-#   can ogpo-plus-bon        : ogpo-plus BON, BON = --algo.best-of-n 8 --algo.bon-after-updates 2000 (e4c4d14)
-#   lift preset-bon          : ogpo-plus-ca BON                          (planned, not published yet)
+# The section 9 arms by name (their flags, the BC of each task and seed): benchmarks/sim_arms.sh.
 # FLOWFT overrides the command (default: flowft; e.g. FLOWFT="python -m flowft" with PYTHONPATH=src).
 set -uo pipefail
 [ $# -ge 6 ] || { echo "usage: sim_cell.sh OUT TASK ALGO NAME SEED BC_CHECKPOINT [FLAGS...]" >&2; exit 2; }

@@ -1,5 +1,6 @@
-"""benchmarks/sim_cell.sh: the by-hand simulator cells of docs/results.md section 9 run with the suite's settings,
-take extra flags (the last value of a repeated flag wins), resume, and refuse bad arguments in one line."""
+"""benchmarks/sim_cell.sh / sim_arms.sh: the by-hand simulator cells of docs/results.md section 9 run with the suite's
+settings, take extra flags (the last value of a repeated flag wins), resume, run named arms from the bench's BC of each
+seed, and refuse bad arguments in one line."""
 
 import json
 import shlex
@@ -50,3 +51,35 @@ def test_sim_cell_refuses_bad_arguments_in_one_line(tmp_path):
     missing = _run(str(tmp_path), "toy", "ogpo-plus-ca", "c", "0", str(tmp_path / "nope"))
     assert missing.returncode == 2 and "BC_CHECKPOINT" in missing.stderr and len(missing.stderr.splitlines()) == 1
     assert not (tmp_path / "c").exists()
+
+
+ARMS = ROOT / "benchmarks" / "sim_arms.sh"
+
+
+def _arms(*args: str, dry: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(ARMS), *args], capture_output=True, text=True, timeout=60,
+                          env={**ENV, **({"DRY": "1"} if dry else {})})
+
+
+def test_sim_arms_runs_a_named_arm_from_the_bench_bc_of_each_seed():
+    out = _arms("B", "O", "door/ogpo-plus-fast-utd1", "1", "2")
+    assert out.returncode == 0, out.stderr
+    fast = ("--algo.actor-lr 3e-4 --algo.actor-lr-floor 1e-4 --algo.lr-warmup 200 --algo.lr-cycle 20000 "
+            "--run.utd 1.0")
+    assert out.stdout.splitlines() == [
+        f"bash {ARMS.parent}/sim_cell.sh O/door/ogpo-plus-fast-utd1 door ogpo-plus s{s} {s} "
+        f"B/sim-recipe/door/bc/s{s}/checkpoint {fast}" for s in (1, 2)]
+    listing = _arms("--list").stdout.splitlines()
+    assert "lift/preset-bon: ogpo-plus-ca --algo.best-of-n 8 --algo.bon-after-updates 2000" in listing
+    assert len(listing) == 5
+
+
+def test_sim_arms_refuses_bad_arguments_in_one_line():
+    for args, words in [(("B", "O", "can/nope", "0"), "unknown arm 'can/nope'"),
+                        (("B", "O", "can/ogpo-plus-bon", "0", "x"), "SEED 'x'"), (("B", "O"), "usage:")]:
+        out = _arms(*args)
+        assert out.returncode == 2 and out.stdout == "" and len(out.stderr.splitlines()) == 1, args
+        assert words in out.stderr
+    # a missing BC stops at the first seed, in sim_cell.sh's one line, before anything is written
+    real = _arms("/nonexistent", "/nonexistent/out", "can/ogpo-plus-bon", "0", "1", dry=False)
+    assert real.returncode == 2 and len(real.stderr.splitlines()) == 1 and "BC_CHECKPOINT" in real.stderr

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The by-hand arms of docs/results.md section 9, by name. Each seed runs one benchmarks/sim_cell.sh cell (the
+# `flowft bench sim-recipe` suite's settings plus the arm's flags) from the BC checkpoint that
+# `flowft bench sim-recipe --out-dir BENCH` made for that task and seed, into OUT/<task>/<arm>/s<seed>: the layout of
+# the published runs (docs/results/runs/operator-sweep). Resumable like sim_cell.sh; seeds run one after another.
+# Run from a frozen checkout (a git worktree) so later edits never change a running cell.
+#   bash benchmarks/sim_arms.sh BENCH OUT TASK/ARM SEED...   # e.g. ... runs/bench runs/arms can/ogpo-plus-bon 0 1 2
+#   bash benchmarks/sim_arms.sh --list                       # every arm and its flags
+# DRY=1 prints each cell's sim_cell.sh command instead of running it. FLOWFT is passed on to sim_cell.sh.
+# The published cells' BC checkpoints are recorded in each run's config.json (run.bc_checkpoint).
+set -uo pipefail
+FAST="--algo.actor-lr 3e-4 --algo.actor-lr-floor 1e-4 --algo.lr-warmup 200 --algo.lr-cycle 20000"  # Lift's actor lr
+BON="--algo.best-of-n 8 --algo.bon-after-updates 2000"  # act with the critic's best of 8 chains once it has trained
+declare -A ARMS=(  # TASK/ARM -> "ALGO FLAGS..." (the commit each was first run at: results.md section 9)
+  [door/ogpo-plus-fast]="ogpo-plus $FAST"                      # b4dbc4d
+  [door/ogpo-plus-fast-bon]="ogpo-plus $FAST $BON"             # e4c4d14
+  [door/ogpo-plus-fast-utd1]="ogpo-plus $FAST --run.utd 1.0"   # e4c4d14
+  [can/ogpo-plus-bon]="ogpo-plus $BON"                         # e4c4d14
+  [lift/preset-bon]="ogpo-plus-ca $BON"                        # planned
+)
+if [ "${1:-}" = "--list" ]; then
+  for key in $(printf '%s\n' "${!ARMS[@]}" | sort); do echo "$key: ${ARMS[$key]}"; done; exit 0
+fi
+[ $# -ge 4 ] || { echo "usage: sim_arms.sh BENCH OUT TASK/ARM SEED... (or --list)" >&2; exit 2; }
+BENCH=$1; OUT=$2; KEY=$3; shift 3
+KNOWN=$(printf '%s\n' "${!ARMS[@]}" | sort | tr '\n' ' ')
+[ -n "${ARMS[$KEY]+x}" ] || { echo "sim_arms.sh: unknown arm '$KEY' (known: ${KNOWN% })" >&2; exit 2; }
+for SEED in "$@"; do
+  [[ $SEED =~ ^[0-9]+$ ]] || { echo "sim_arms.sh: SEED '$SEED' is not a non-negative integer" >&2; exit 2; }
+done
+TASK=${KEY%%/*}; ARM=${KEY#*/}
+read -r ALGO FLAGS <<< "${ARMS[$KEY]}"
+for SEED in "$@"; do
+  BC=$BENCH/sim-recipe/$TASK/bc/s$SEED/checkpoint
+  # shellcheck disable=SC2086  # FLAGS is a list of words
+  CMD=(bash "$(dirname "$0")/sim_cell.sh" "$OUT/$TASK/$ARM" "$TASK" "$ALGO" "s$SEED" "$SEED" "$BC" $FLAGS)
+  if [ -n "${DRY:-}" ]; then echo "${CMD[*]}"; else "${CMD[@]}" || exit $?; fi
+done
