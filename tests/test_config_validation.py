@@ -126,6 +126,7 @@ BAD = [  # (algorithm, field path, bad value, what the message must say)
     ("qc", "algo.batch_size", 0, "must be an integer >= 1"),
     ("ogpo-plus-ca", "algo.bc_coeff", -1.0, "must be a number >= 0 (0 = no cloning term)"),
     ("ogpo-plus-ca", "algo.grad_diag_every", -1, "must be an integer >= 0 (0 = off)"),
+    ("ogpo-plus-ca", "algo.actor_every", 0, "must be an integer >= 1"),
     ("ogpo-plus-ca", "algo.microbatch_chains", -1, "must be an integer >= 0 (0 = all at once;"),
     ("ogpo-plus-ca", "algo.policy.sde.sigma_b", -0.1, "must be a number >= 0"),
     ("ogpo-plus-ca", "algo.policy.sde.noise_clip", 0.0, "must be a number > 0"),

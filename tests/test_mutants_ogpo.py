@@ -313,6 +313,23 @@ def test_update_success_critic_step(flag, outcomes, second):
     assert stats["actor/bc_on_success"] == 0.0 and "actor/pg_loss" in stats
 
 
+def test_actor_every_delays_the_actor_not_the_critic():
+    """After a 2-update critic warm-up, actor_every 3 steps the actor on updates 2, 5, 8 (its lr clock counts only
+    those) and the critic on all nine; the actor's weights move only on those updates."""
+    algo = make("ogpo-plus", critic_warmup=2, actor_every=3, batch_size=16, ppo_batch_size=4, group_size=2,
+                bc_source="replay")
+    buf, calls = labelled_buffer(), spy_critic_steps(algo)
+    stepped = []
+    for i in range(9):
+        before = [p.detach().clone() for p in algo.actor.parameters()]
+        stats = algo.update(buf)
+        moved = any(not torch.equal(b, p) for b, p in zip(before, algo.actor.parameters()))
+        assert moved == ("actor/pg_loss" in stats), i
+        stepped.append(moved)
+    assert [i for i, s in enumerate(stepped) if s] == [2, 5, 8]
+    assert algo.actor_steps == 3 and algo.grad_steps == 9 and len(calls) == 9
+
+
 def test_update_names_the_update_when_a_statistic_is_not_finite():
     algo = make(critic_warmup=5)
     algo.critic_step = lambda batch: {"critic/loss": float("nan")}

@@ -54,7 +54,8 @@ class OGPO(Algorithm):
 
     def load_extra_state(self, state: dict) -> None:
         super().load_extra_state(state)
-        # checkpoints written before actor_steps existed: every update past the critic warm-up had an actor step
+        # checkpoints written before actor_steps existed (and before actor_every): every update past the critic
+        # warm-up had an actor step
         self.actor_steps = int(state.get("actor_steps", max(0, self.grad_steps - self.cfg.critic_warmup)))
 
     def modules(self):
@@ -91,7 +92,8 @@ class OGPO(Algorithm):
         cfg = self.cfg
         batch = buffer.sample(cfg.batch_size).to(self.device)
         stats = {}
-        if self.grad_steps >= cfg.critic_warmup:
+        past_warmup = self.grad_steps - cfg.critic_warmup
+        if past_warmup >= 0 and past_warmup % cfg.actor_every == 0:
             stats = self.actor_step(batch.obs[: cfg.ppo_batch_size], buffer, batch)
         stats.update(self.critic_step(batch))
         if cfg.success_critic_step and buffer.can_sample(success=True):

@@ -78,6 +78,10 @@ class OGPOConfig:
     critic_warmup: int = 0
     """Updates at the start of the online phase that train only the critic (the actor waits for a critic that
     has seen data; the reference's `q_warmup_steps`, 0 in its scripts)."""
+    actor_every: int = 1
+    """Updates per actor step after the critic warm-up: the critic trains on every update, the actor on every k-th
+    (TD3's policy delay). With `--run.utd` raised by k it buys k critic steps per actor step for less learner time
+    than k full updates. 1 = the reference (an actor step on every update)."""
     success_critic_step: bool = False
     """Extra TD step on a success-buffer batch (`use_success_buffer_q`, square/transport scripts)."""
     extraction: Literal["ppo", "awr", "awr_fm", "fpo", "bptt"] = "ppo"
@@ -121,7 +125,7 @@ class OGPOConfig:
 
 
 _RULES = rules({
-    ("batch_size", "ppo_batch_size", "best_of_n", "n_mc", "bptt_samples", "lr_cycle"): INT_POS,
+    ("batch_size", "ppo_batch_size", "best_of_n", "n_mc", "bptt_samples", "lr_cycle", "actor_every"): INT_POS,
     "group_size": integer(2, note="the group Monte-Carlo baseline needs 2 chains"),
     ("bon_after_updates", "lr_warmup", "critic_warmup"): INT_NONNEG,
     "grad_diag_every": integer(0, note="0 = off"),
