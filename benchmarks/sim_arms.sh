@@ -15,7 +15,7 @@ declare -A ARMS=(  # TASK/ARM -> "ALGO FLAGS..." (the commit each was first run 
   [door/ogpo-plus-fast]="ogpo-plus $FAST"                      # b4dbc4d
   [door/ogpo-plus-fast-bon]="ogpo-plus $FAST $BON"             # e4c4d14
   [door/ogpo-plus-fast-utd1]="ogpo-plus $FAST --run.utd 1.0"   # e4c4d14
-  [door/ogpo-plus-fast-utd1-ae4]="ogpo-plus $FAST --run.utd 1.0 --algo.actor-every 4"  # f3f4520: 4 critic steps per actor step
+  [door/ogpo-plus-fast-utd1-ae4]="ogpo-plus $FAST --run.utd 1.0 --algo.actor-every 4"  # f3f4520
   [can/ogpo-plus-bon]="ogpo-plus $BON"                         # e4c4d14
   [lift/preset-bon]="ogpo-plus-ca $BON"                        # planned
 )
