@@ -1,0 +1,50 @@
+"""The simulator presets are the configurations of the published runs that justify them (docs/algorithm.md, "CPU
+recipe"): building a preset today gives the learner settings and run budget recorded in that run's config.json."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from flowft.presets import train_preset
+
+RUNS = Path(__file__).resolve().parents[1] / "docs" / "results" / "runs" / "operator-sweep"
+# the run settings that make up a preset (the rest are the harness's: paths, seed, logging, evaluators)
+RUN_KEYS = ("env_steps", "start_training", "utd", "num_envs", "eval_every", "eval_episodes", "eval_envs", "threads")
+# algorithm fields added after a published run, at the value that reproduces the behaviour it ran with
+ADDED_LATER = {"actor_every": 1}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+@pytest.mark.parametrize("algo, task, run", [
+    ("ogpo-plus", "door", "door/ogpo-plus-fast-utd1/s0"),  # door: fast actor steps, UTD 1 (section 9)
+    ("ogpo-plus-ca", "lift", "lift/preset-rerun/s1"),  # Lift: the recipe sweep's fast actor steps, M = 10
+    ("ogpo-plus-ca", "can", "can/authors-actor/s0"),  # Can: the authors' actor steps, EMA 0.005
+])
+def test_the_preset_is_the_published_runs_configuration(algo, task, run):
+    recorded = json.loads((RUNS / run / "config.json").read_text())
+    preset = json.loads(json.dumps(dataclasses.asdict(train_preset(algo, task, "tiny")), default=str))
+    assert recorded["algo_name"] == algo and recorded["run"]["task"] == task
+    want, got = _flat(recorded["algo"]), _flat(preset["algo"])
+    later = {k: got.pop(k) for k in ADDED_LATER if k not in want}
+    assert later == {k: ADDED_LATER[k] for k in later}
+    assert got == want
+    assert {k: preset["run"][k] for k in RUN_KEYS} == {k: recorded["run"][k] for k in RUN_KEYS}
+
+
+def test_the_earlier_door_preset_differs_where_the_section_9_runs_say():
+    """The published door preset cells (OGPO+CA, 2026-11-28) ran with the authors' actor lr at UTD 0.25; today's
+    preset changes exactly those settings."""
+    recorded = json.loads((RUNS / "door" / "preset" / "s1" / "config.json").read_text())
+    preset = json.loads(json.dumps(dataclasses.asdict(train_preset("ogpo-plus-ca", "door", "tiny")), default=str))
+    want, got = _flat(recorded["algo"]), _flat(preset["algo"])
+    changed = {k for k in want if got[k] != want[k]}
+    assert changed == {"actor_lr", "actor_lr_floor", "lr_warmup", "lr_cycle"}
+    assert (recorded["run"]["utd"], preset["run"]["utd"]) == (0.25, 1.0)
