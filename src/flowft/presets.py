@@ -105,8 +105,8 @@ TASK_OVERRIDES: dict[str, dict] = {
 
 # Per-task run budgets for CPU presets (env steps, warm-up, eval cadence).
 # Simulator tasks: the issue-17 evaluation (64 ODE episodes every 10k env steps); learning from 2k env steps (the
-# Lift sweep, SIM_RECIPE); UTD 0.25 instead of the authors' 1 (door: 1, below) is a cost deviation (an M = 10 update takes ~60 ms on
-# one core, so UTD 1 would make a 100k-step Lift cell ~2 h of learner time here).
+# Lift sweep, SIM_RECIPE); UTD 0.25 instead of the authors' 1 (door: 1, below) is a cost deviation (an M = 10
+# update takes ~60 ms on one core, so UTD 1 would make a 100k-step Lift cell ~2 h of learner time here).
 _PLAIN_RUN = {"env_steps": 200_000, "start_training": 10_000, "eval_every": 20_000}  # TaskSpec(simulator=False)
 # A task without its own row and with TaskSpec.simulator (every user task by default) gets the simulator budget below,
 # like its simulator learner settings: on a user task the generic presets went 0.56 -> 0.28, the simulator ones to 0.69
