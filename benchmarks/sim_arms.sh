@@ -17,7 +17,7 @@ declare -A ARMS=(  # TASK/ARM -> "ALGO FLAGS..." (the commit each was first run 
   [door/ogpo-plus-fast-utd1]="ogpo-plus $FAST --run.utd 1.0"   # e4c4d14
   [door/ogpo-plus-fast-utd1-ae4]="ogpo-plus $FAST --run.utd 1.0 --algo.actor-every 4"  # f3f4520 (unpublished)
   [can/ogpo-plus-bon]="ogpo-plus $BON"                         # e4c4d14
-  [lift/preset-bon]="ogpo-plus-ca $BON"                        # e4c4d14 (unpublished)
+  [lift/preset-bon]="ogpo-plus-ca $BON"                        # e4c4d14 (seed 2 published)
 )
 if [ "${1:-}" = "--list" ]; then
   for key in $(printf '%s\n' "${!ARMS[@]}" | sort); do echo "$key: ${ARMS[$key]}"; done; exit 0
