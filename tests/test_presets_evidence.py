@@ -1,19 +1,24 @@
 """The simulator presets are the configurations of the published runs that justify them (docs/algorithm.md, "CPU
 recipe"): building a preset today gives the learner settings and run budget recorded in that run's config.json."""
 
-import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from flowft.presets import train_preset
+from flowft.utils.config_io import to_dict
 
 RUNS = Path(__file__).resolve().parents[1] / "docs" / "results" / "runs" / "operator-sweep"
 # the run settings that make up a preset (the rest are the harness's: paths, seed, logging, evaluators)
 RUN_KEYS = ("env_steps", "start_training", "utd", "num_envs", "eval_every", "eval_episodes", "eval_envs", "threads")
 # algorithm fields added after a published run, at the value that reproduces the behaviour it ran with
 ADDED_LATER = {"actor_every": 1}
+
+
+def _configs(algo: str, task: str, run: str) -> tuple[dict, dict]:
+    """(the published run's config.json, today's preset as the training loop writes it to config.json)."""
+    return json.loads((RUNS / run / "config.json").read_text()), to_dict(train_preset(algo, task, "tiny"))
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -29,8 +34,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
     ("ogpo-plus-ca", "can", "can/authors-actor/s0"),  # Can: the authors' actor steps, EMA 0.005
 ])
 def test_the_preset_is_the_published_runs_configuration(algo, task, run):
-    recorded = json.loads((RUNS / run / "config.json").read_text())
-    preset = json.loads(json.dumps(dataclasses.asdict(train_preset(algo, task, "tiny")), default=str))
+    recorded, preset = _configs(algo, task, run)
     assert recorded["algo_name"] == algo and recorded["run"]["task"] == task
     want, got = _flat(recorded["algo"]), _flat(preset["algo"])
     later = {k: got.pop(k) for k in ADDED_LATER if k not in want}
@@ -42,8 +46,7 @@ def test_the_preset_is_the_published_runs_configuration(algo, task, run):
 def test_the_earlier_door_preset_differs_where_the_section_9_runs_say():
     """The published door preset cells (OGPO+CA, 2026-11-28) ran with the authors' actor lr at UTD 0.25; today's
     preset changes exactly those settings."""
-    recorded = json.loads((RUNS / "door" / "preset" / "s1" / "config.json").read_text())
-    preset = json.loads(json.dumps(dataclasses.asdict(train_preset("ogpo-plus-ca", "door", "tiny")), default=str))
+    recorded, preset = _configs("ogpo-plus-ca", "door", "door/preset/s1")
     want, got = _flat(recorded["algo"]), _flat(preset["algo"])
     changed = {k for k in want if got[k] != want[k]}
     assert changed == {"actor_lr", "actor_lr_floor", "lr_warmup", "lr_cycle"}
