@@ -97,7 +97,7 @@ def _rank_update(rank: int, world: int, init_file: str, out: str) -> None:
     from helpers import random_buffer
     from safetensors.torch import save_file
 
-    from flowft.dist.ddp import DataParallel
+    from flowft.dist.ddp import DataParallel, leave_group
     from flowft.presets import train_preset
     from flowft.registry import get_algorithm
 
@@ -116,7 +116,7 @@ def _rank_update(rank: int, world: int, init_file: str, out: str) -> None:
     if rank == 0:
         assert "actor/pg_loss" in stats and "actor/bc_loss" in stats
         save_file({**{f"before/{k}": v for k, v in before.items()}, **grads, **weights()}, out)
-    dist.destroy_process_group()
+    leave_group()
 
 
 def test_two_rank_gloo_update_equals_one_rank_update(tmp_path):
@@ -144,6 +144,7 @@ def _rank_train(rank: int, world: int, init_file: str, bc: str, out: str) -> Non
     from helpers import tiny_train_config
     from safetensors.torch import save_file
 
+    from flowft.dist.ddp import leave_group
     from flowft.dist.ddp_train import DDPTrainer
 
     torch.set_num_threads(1)
@@ -153,7 +154,7 @@ def _rank_train(rank: int, world: int, init_file: str, bc: str, out: str) -> Non
     save_file({f"{n}.{k}": v.contiguous() for n, m in trainer.algo.modules().items()
                for k, v in m.state_dict().items()}, f"{out}/rank{rank}.safetensors")
     (Path(out) / f"rank{rank}.json").write_text(json.dumps({"final": final, "grad_steps": trainer.algo.grad_steps}))
-    dist.destroy_process_group()
+    leave_group()
 
 
 def test_torchrun_training_keeps_ranks_identical_and_matches_one_process(bc, tmp_path):

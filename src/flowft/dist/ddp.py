@@ -49,6 +49,14 @@ def init_from_env(backend: str | None = None) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def leave_group() -> None:
+    """Leave the process group cleanly: every rank first waits at a barrier, so none closes its gloo connections
+    while a peer is still reading the last collective's result (that race aborted a rank at exit, SIGABRT)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def rank_seed(seed: int, rank: int) -> int:
     """A rank's own stream (envs, acting): one SeedSequence split by rank, never seed + rank."""
     return int(np.random.SeedSequence([seed, 2_000 + rank]).generate_state(1)[0])
@@ -178,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     if is_main():
         ms = (time.perf_counter() - t0) / args.updates * 1e3
         print(f"{args.algo} --size {args.size}: {ms:.1f} ms per update on {world} ranks ({dist.get_backend()})")
-    dist.destroy_process_group()
+    leave_group()
 
 
 if __name__ == "__main__":
