@@ -184,7 +184,8 @@ def test_register_task_is_public_and_presets_key_off_simulator():
 
     flowft.register_task(flowft.TaskSpec(name="my-point", make=lambda render=False: PointEnv()))
     sim = train_preset("ogpo-plus-ca", "my-point", "tiny")
-    assert (sim.algo.best_of_n, sim.algo.critic_warmup, sim.algo.critic.num_heads) == (1, 1000, 10)
+    assert (sim.algo.best_of_n, sim.algo.bon_after_updates, sim.algo.critic_warmup, sim.algo.critic.num_heads) == (
+        8, 2000, 1000, 10)
     assert (sim.run.env_steps, sim.run.start_training) == (100_000, 2_000)
     bc = bc_preset("my-point", "tiny", "d.hdf5")
     assert (bc.steps, bc.clip_sampler, bc.eval_episodes) == (20_000, "ode", 16)

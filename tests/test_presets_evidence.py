@@ -29,9 +29,9 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 @pytest.mark.parametrize("algo, task, run", [
-    ("ogpo-plus", "door", "door/ogpo-plus-fast-utd1/s0"),  # door: fast actor steps, UTD 1 (section 9)
-    ("ogpo-plus-ca", "lift", "lift/preset-rerun/s1"),  # Lift: the recipe sweep's fast actor steps, M = 10
-    ("ogpo-plus-ca", "can", "can/authors-actor/s0"),  # Can: the authors' actor steps, EMA 0.005
+    ("ogpo-plus", "door", "door/ogpo-plus-fast-utd1/s0"),  # door: fast actor steps, UTD 1, one SDE sample (section 9)
+    ("ogpo-plus-ca", "lift", "lift/preset-bon/s2"),  # Lift: the sweep's fast actor steps, M = 10, Best-of-8 from 2000
+    ("ogpo-plus", "can", "can/ogpo-plus-bon/s0"),  # Can: the authors' actor steps, EMA 0.005, Best-of-8 from 2000
 ])
 def test_the_preset_is_the_published_runs_configuration(algo, task, run):
     recorded, preset = _configs(algo, task, run)
@@ -43,11 +43,17 @@ def test_the_preset_is_the_published_runs_configuration(algo, task, run):
     assert {k: preset["run"][k] for k in RUN_KEYS} == {k: recorded["run"][k] for k in RUN_KEYS}
 
 
-def test_the_earlier_door_preset_differs_where_the_section_9_runs_say():
-    """The published door preset cells (OGPO+CA, 2026-11-28) ran with the authors' actor lr at UTD 0.25; today's
-    preset changes exactly those settings."""
-    recorded, preset = _configs("ogpo-plus-ca", "door", "door/preset/s1")
+@pytest.mark.parametrize("algo, task, run, fields, utd", [
+    # the published door preset cells (OGPO+CA, 2026-11-28): the authors' actor lr at UTD 0.25
+    ("ogpo-plus-ca", "door", "door/preset/s1", {"actor_lr", "actor_lr_floor", "lr_warmup", "lr_cycle"}, (0.25, 1.0)),
+    # the Lift and Can preset cells before Best-of-8 acting (one SDE sample throughout)
+    ("ogpo-plus-ca", "lift", "lift/preset-rerun/s1", {"best_of_n", "bon_after_updates"}, (0.25, 0.25)),
+    ("ogpo-plus-ca", "can", "can/authors-actor/s0", {"best_of_n", "bon_after_updates"}, (0.25, 0.25)),
+])
+def test_earlier_presets_differ_where_the_section_9_runs_say(algo, task, run, fields, utd):
+    """A preset that changed since a published cell differs from that cell's config in exactly the fields the
+    newer evidence is about."""
+    recorded, preset = _configs(algo, task, run)
     want, got = _flat(recorded["algo"]), _flat(preset["algo"])
-    changed = {k for k in want if got[k] != want[k]}
-    assert changed == {"actor_lr", "actor_lr_floor", "lr_warmup", "lr_cycle"}
-    assert (recorded["run"]["utd"], preset["run"]["utd"]) == (0.25, 1.0)
+    assert {k for k in want if got[k] != want[k]} == fields
+    assert (recorded["run"]["utd"], preset["run"]["utd"]) == utd

@@ -14,8 +14,9 @@ def test_default_task_is_lift_with_a_short_budget():
     run = train_preset("ogpo-plus-ca", "lift", "tiny", **QUICKSTART["lift"]["run"]).run
     # 40k: the Lift recipe sweep passed 0.9 by 30k-40k (docs/results.md section 8); evals at 0, halfway, end
     assert run.env_steps == 40_000 and run.env_steps // run.eval_every == 2
-    # the clip gate is the finetuning run's own step-0 rollout sampler (one SDE sample on simulator presets)
-    assert train_preset("ogpo-plus-ca", "lift", "tiny").algo.best_of_n == 1
+    # simulator presets act with one SDE sample until the critic has had 2000 updates, then with Best-of-8
+    algo = train_preset("ogpo-plus-ca", "lift", "tiny").algo
+    assert (algo.best_of_n, algo.bon_after_updates) == (8, 2000)
     # issue 17: the clip is decided on a 64-episode confirmation of the ODE policy (the one every run reports at
     # step 0) after the loss has flattened; the cheap 16-episode check reads the ODE policy too
     bc = bc_preset("lift", "tiny", "x.hdf5")
