@@ -83,7 +83,7 @@ SIM_HEADS = 10  # the authors' M at every size: with 2 heads sign consensus is n
 # went 0.38 -> 0.97
 # Best-of-8 acting (the authors') once the critic has had 2000 updates (~10k env steps at UTD 0.25): from the same
 # BCs, Lift's preset read 0.92 / 0.97 / 0.88 at 50k on seeds 0 / 1 / 2 (0.84 / 0.83 / 0.56 without) and Can's OGPO+
-# ended seeds 0 / 1 at 0.73 / 0.53 (0.56 / 0.16 without); docs/results.md section 9
+# ended them at 0.73 / 0.53 / 0.70 (0.56 / 0.16 / 0.38 without); docs/results.md section 9
 SIM_BON: dict = {"best_of_n": 8, "bon_after_updates": 2000}
 SIM_RECIPE: dict = {**CPU_OVERRIDES, **SIM_ACTING, **SIM_BON}
 _AUTHORS_ACTOR = {"actor_lr": 4.5e-5, "actor_lr_floor": 2e-5, "lr_warmup": 2000, "lr_cycle": 50_000}
