@@ -18,8 +18,8 @@ declare -A ARMS=(  # TASK/ARM -> "ALGO FLAGS..." (the commit each was first run 
   [door/ogpo-plus-fast-utd1-ae4]="ogpo-plus $FAST --run.utd 1.0 --algo.actor-every 4"  # f3f4520 (unpublished)
   [door/ogpo-plus-fast-utd1-bon]="ogpo-plus $FAST --run.utd 1.0 $BON"  # (not run yet)
   [can/ogpo-plus-bon]="ogpo-plus $BON"                         # e4c4d14
-  [can/preset-bon]="ogpo-plus-ca $BON"                         # (not run yet)
-  [lift/preset-bon]="ogpo-plus-ca $BON"                        # e4c4d14 (seed 2 published)
+  [can/preset-bon]="ogpo-plus-ca $BON"                         # e4c4d14 (seed 0 published)
+  [lift/preset-bon]="ogpo-plus-ca $BON"                        # e4c4d14
 )
 if [ "${1:-}" = "--list" ]; then
   for key in $(printf '%s\n' "${!ARMS[@]}" | sort); do echo "$key: ${ARMS[$key]}"; done; exit 0

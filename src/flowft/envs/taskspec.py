@@ -44,8 +44,9 @@ class TaskSpec:
     of `demos` (`flowft demos`, quickstart). () = the generator has one style."""
     simulator: bool = True
     """A physics simulator or any user env (the default): the critic warms up alone for 1000 updates, the presets act
-    with one SDE sample until 2000 updates and with Best-of-8 after, and use the simulator budgets (presets.py). False only for cheap pure-numpy tasks (toy),
-    whose presets act Best-of-N from the first update with the fast CPU learner."""
+    with one SDE sample until 2000 updates and with Best-of-8 after, and use the simulator budgets (presets.py).
+    False only for cheap pure-numpy tasks (toy), whose presets act Best-of-N from the first update with the fast CPU
+    learner."""
     check: bool = True
     """Run the env-contract checker (envs/check.py) when a non-built-in task is first used in a process."""
 
