@@ -75,6 +75,16 @@ def test_cli_end_to_end_on_toy(tmp_path, capsys):
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
     assert cfg["algo_name"] == "ogpo-ca" and cfg["algo"]["group_size"] == 4 and cfg["run"]["env_steps"] == 320
     assert (tmp_path / "r" / "plots" / "learning_curve.png").exists()
+    # under torchrun the CLI leaves the process group once the run is done (a one-rank gloo group stands in for it)
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        assert main(["resume", str(tmp_path / "r")]) == 0  # finished: nothing to train
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "r"), "--episodes", "8", "--envs", "4"]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -104,7 +104,7 @@ def cmd_train(argv: list[str]) -> int:
     from flowft.config import TrainConfig
     from flowft.presets import train_preset
     from flowft.registry import algorithm_names, get_algorithm
-    from flowft.dist import trainer_class  # the single-process loop, or Ray env workers (--run.env-workers)
+    from flowft.dist import leave_process_group, trainer_class  # the single-process loop, Ray workers, torchrun
 
     if not argv or argv[0].startswith("-"):
         print(f"usage: flowft train ALGO [--task T] [--size tiny|mid|paper] [options]\nALGO: {algorithm_names()}")
@@ -119,6 +119,7 @@ def cmd_train(argv: list[str]) -> int:
     if _main_rank():
         print(f"run dir: {trainer.run_dir}", file=sys.stderr)
     res = trainer.run()
+    leave_process_group()
     from flowft.utils.logging import summary_table
 
     if _main_rank():
@@ -162,7 +163,7 @@ def _run_config(run_dir: Path):
 def cmd_resume(argv: list[str]) -> int:
     from dataclasses import replace
 
-    from flowft.dist import trainer_class
+    from flowft.dist import leave_process_group, trainer_class
 
     args = _tyro().cli(ResumeArgs, args=argv, prog="flowft resume",
                     description="Continue a run from its last checkpoint (a finished run: nothing to do, unless "
@@ -171,6 +172,7 @@ def cmd_resume(argv: list[str]) -> int:
     if args.env_steps is not None:
         cfg = replace(cfg, run=replace(cfg.run, env_steps=args.env_steps))
     res = trainer_class(cfg)(cfg, run_dir=Path(args.run_dir), resume=True, repair_metrics=args.repair_metrics).run()
+    leave_process_group()
     from flowft.utils.logging import summary_table
 
     if _main_rank():
