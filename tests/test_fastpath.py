@@ -82,11 +82,11 @@ def test_compiled_updates_equal_eager_ones(eager_run):
 
 
 @pytest.mark.parametrize("precision", fastpath.PRECISIONS)
-def test_compiled_ratio_is_one_at_theta_old_in_every_precision(precision):
+def test_compiled_ratio_is_one_at_theta_old_in_every_precision(precision, bf16_anywhere):
     """First update: the actor equals the EMA actor, so every chain's ratio is 1 (to float rounding) whatever the
     precision (eager: test_objectives)."""
     algo = make_algo(True, precision)
-    assert algo.fast.precision == precision  # this CPU has bf16 matmuls (else a warning and fp32)
+    assert algo.fast.precision == precision
     S = torch.randn(64, 6, generator=torch.Generator().manual_seed(3))
     imagined = algo.fast.sample_sde(algo.actor_target, S, 8, algo.gen)
     logp = algo.fast.log_prob(algo.actor, S, imagined.chain)
@@ -123,12 +123,22 @@ def test_algorithms_without_a_fast_path_warn_once():
     assert algo.fast.mode is None
 
 
+def test_bf16_falls_back_to_fp32_with_one_warning_where_the_cpu_has_no_bf16_matmuls(monkeypatch):
+    monkeypatch.setattr(fastpath, "bf16_supported", lambda device: False)
+    for precision in ("bf16-nograd", "bf16"):
+        with pytest.warns(RuntimeWarning, match=f"--run.precision {precision}: this cpu has no fast bf16") as seen:
+            algo = make_algo(False, precision)
+        assert len(seen) == 1 and algo.fast.precision == "fp32" and not algo.fast.bf16_nograd
+    monkeypatch.setattr(fastpath, "bf16_supported", lambda device: True)
+    assert make_algo(False, "bf16").fast.precision == "bf16"
+
+
 @pytest.fixture(scope="module")
 def bc(tmp_path_factory):
     return make_bc_checkpoint(tmp_path_factory.mktemp("bc"))
 
 
-def test_compiled_bf16_overlapped_run_resumes_bit_identically(bc, tmp_path):
+def test_compiled_bf16_overlapped_run_resumes_bit_identically(bc, tmp_path, bf16_anywhere):
     cfg = tiny_train_config(bc, tmp_path, compile=True, precision="bf16", overlap_updates=True)
     full, _, part, resumed = full_and_resumed_runs(cfg, stop_at=320)
     assert resumed.algo.fast.mode == "default" and resumed.algo.fast.precision == "bf16"

@@ -108,14 +108,14 @@ def test_ppo_loss_at_ratio_one_is_minus_mean_advantage_and_gradient_is_advantage
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_ogpo_ratio_is_one_at_theta_old_in_every_precision(precision):
+def test_ogpo_ratio_is_one_at_theta_old_in_every_precision(precision, bf16_anywhere):
     """The first update starts with actor = EMA actor: the old log-probs (imagined, --run.precision) and the new
     teacher-forced ones must agree, so every chain's ratio is 1 and nothing is clipped (compiled: test_fastpath)."""
     buf = random_buffer()
     cfg = dataclasses.replace(ogpo_config("ogpo-plus-ca", "toy", "tiny"), critic_warmup=0)
     algo = OGPO(cfg, 6, 2, 4, torch.device("cpu"), seed=0)
     algo.enable_fast_path(False, precision)
-    assert algo.fast.precision == precision  # this CPU has bf16 matmuls (else a warning and fp32)
+    assert algo.fast.precision == precision
     stats = algo.update(buf)
     assert stats["actor/ratio_mean"] == pytest.approx(1.0, abs=1e-6) and stats["actor/ratio_max"] < 1 + 1e-5
     assert stats["actor/clip_frac"] == 0.0 and abs(stats["actor/approx_kl"]) < 1e-9
