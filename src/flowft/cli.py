@@ -104,7 +104,7 @@ def cmd_train(argv: list[str]) -> int:
     from flowft.config import TrainConfig
     from flowft.presets import train_preset
     from flowft.registry import algorithm_names, get_algorithm
-    from flowft.dist import leave_process_group, trainer_class  # the single-process loop, Ray workers, torchrun
+    from flowft.dist import trainer_class  # the single-process loop, Ray env workers, or torchrun's ranks
 
     if not argv or argv[0].startswith("-"):
         print(f"usage: flowft train ALGO [--task T] [--size tiny|mid|paper] [options]\nALGO: {algorithm_names()}")
@@ -118,12 +118,19 @@ def cmd_train(argv: list[str]) -> int:
     trainer = trainer_class(cfg)(cfg)
     if _main_rank():
         print(f"run dir: {trainer.run_dir}", file=sys.stderr)
-    res = trainer.run()
-    leave_process_group()
+    return _finish(trainer.run(), trainer.run_dir)
+
+
+def _finish(res: dict[str, float], run_dir) -> int:
+    """The end of `flowft train/resume`: leave torchrun's process group, if one is open, through leave_group's
+    barrier (a rank that closes its connections while a peer still reads the last collective aborts that peer); then
+    rank 0 prints the final results."""
+    from flowft.dist.ddp import leave_group
     from flowft.utils.logging import summary_table
 
+    leave_group()
     if _main_rank():
-        print(summary_table(res, f"final results of {trainer.run_dir}"))
+        print(summary_table(res, f"final results of {run_dir}"))
     return 0
 
 
@@ -163,7 +170,7 @@ def _run_config(run_dir: Path):
 def cmd_resume(argv: list[str]) -> int:
     from dataclasses import replace
 
-    from flowft.dist import leave_process_group, trainer_class
+    from flowft.dist import trainer_class
 
     args = _tyro().cli(ResumeArgs, args=argv, prog="flowft resume",
                     description="Continue a run from its last checkpoint (a finished run: nothing to do, unless "
@@ -172,12 +179,7 @@ def cmd_resume(argv: list[str]) -> int:
     if args.env_steps is not None:
         cfg = replace(cfg, run=replace(cfg.run, env_steps=args.env_steps))
     res = trainer_class(cfg)(cfg, run_dir=Path(args.run_dir), resume=True, repair_metrics=args.repair_metrics).run()
-    leave_process_group()
-    from flowft.utils.logging import summary_table
-
-    if _main_rank():
-        print(summary_table(res, f"final results of {args.run_dir}"))
-    return 0
+    return _finish(res, args.run_dir)
 
 
 def cmd_eval(argv: list[str]) -> int:

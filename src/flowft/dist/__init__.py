@@ -27,14 +27,3 @@ def trainer_class(cfg):
 
     return Trainer
 
-
-def leave_process_group() -> None:
-    """The end of `flowft train/resume`: leave the torch.distributed group torchrun's ranks joined, if one is open,
-    through ddp.leave_group's barrier (a rank that closes its connections while a peer still reads the last
-    collective aborts that peer). Without a group: nothing."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        from flowft.dist.ddp import leave_group
-
-        leave_group()
