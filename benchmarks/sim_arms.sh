@@ -17,6 +17,7 @@ declare -A ARMS=(  # TASK/ARM -> "ALGO FLAGS..." (the commit each was first run 
   [door/ogpo-plus-fast-utd1]="ogpo-plus $FAST --run.utd 1.0"   # e4c4d14
   [door/ogpo-plus-fast-utd1-ae4]="ogpo-plus $FAST --run.utd 1.0 --algo.actor-every 4"  # f3f4520 (unpublished)
   [door/ogpo-plus-fast-utd1-bon]="ogpo-plus $FAST --run.utd 1.0 $BON"  # (not run yet)
+  [door/ogpo-plus-fast-utd2]="ogpo-plus $FAST --run.utd 2.0 --run.compile"  # (not run yet): UTD 1 doubled door's gain
   [can/ogpo-plus-bon]="ogpo-plus $BON"                         # e4c4d14
   [can/preset-bon]="ogpo-plus-ca $BON"                         # e4c4d14 (seeds 0-1 published)
   [can/preset-bon-utd1]="ogpo-plus-ca $BON --run.utd 1.0 --run.compile"  # e4c4d14 (seed 0 to 60k published)
