@@ -186,6 +186,21 @@ def test_micro_batched_ogpo_update_equals_the_one_slice_update():
     assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-5) for a, b in zip(params[0], params[128]))
 
 
+def test_actor_lr_restarts_each_cycle_or_holds_the_floor_after_the_first():
+    """lr_restart (the reference): warm-up and cosine again every lr_cycle actor steps; lr_restart=False: the first
+    cycle, then actor_lr_floor for good."""
+    buf = random_buffer()
+    lrs = {}
+    for restart in (True, False):
+        cfg = dataclasses.replace(ogpo_config("ogpo-plus", "toy", "tiny"), critic_warmup=0, lr_warmup=2, lr_cycle=4,
+                                  actor_lr=1e-3, actor_lr_floor=1e-4, lr_restart=restart, grad_diag_every=0)
+        algo = OGPO(cfg, 6, 2, 4, torch.device("cpu"), seed=0)
+        lrs[restart] = [algo.update(buf)["actor/lr"] for _ in range(10)]
+    first = [1e-4, 5.5e-4, 1e-3, 5.5e-4]  # warm-up floor -> peak over 2 steps, then cosine over the other 2
+    assert lrs[True] == pytest.approx(first * 2 + first[:2])
+    assert lrs[False] == pytest.approx(first + [1e-4] * 6)
+
+
 def test_actor_lr_warmup_starts_at_the_actors_first_update_not_at_grad_step_zero():
     """The critic-only warm-up must not use up the actor's lr warm-up: the first actor step runs at the floor lr
     (the schedule's start), the lr climbs over `lr_warmup` actor steps, and the clock survives a checkpoint."""

@@ -115,7 +115,8 @@ class OGPO(Algorithm):
             stats.update({"actor/bc_loss": bc_loss.item(), "actor/bc_on_success": float(use_sb)})
         # the schedule counts actor updates, not grad_steps: the critic-only warm-up must not use up the actor's
         # lr warm-up (the reference counts from the actor's first step; recipe audit)
-        lr = restarting_warmup_cosine(self.actor_steps, cfg.actor_lr, cfg.actor_lr_floor, cfg.lr_warmup, cfg.lr_cycle)
+        lr = restarting_warmup_cosine(self.actor_steps, cfg.actor_lr, cfg.actor_lr_floor, cfg.lr_warmup, cfg.lr_cycle,
+                                      cfg.lr_restart)
         for group in self.actor_opt.param_groups:
             group["lr"] = lr
         grad_norm = torch.nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip, foreach=True)
