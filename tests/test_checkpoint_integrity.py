@@ -4,6 +4,7 @@ Each test damages a real checkpoint the way a crash, a diverged run, a disk or a
 answer: which checkpoint the run resumes from or evaluates, and that the damaged file is named.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -390,7 +391,6 @@ def test_buffer_file_of_an_earlier_version_still_loads(tmp_path):
     buf = _filled(80, 7)
     arrays = {k: getattr(buf, k) for k in ("obs", "actions", "rewards", "terminated", "ends", "next_obs", "success")}
     meta = {k: v for k, v in buf.meta().items() if k != "rows"}
-    import json
 
     save_np({**arrays, "ep_start": buf.ep_start}, str(tmp_path / "old.safetensors"),
             metadata={"flowft_buffer": json.dumps(meta)})
@@ -429,3 +429,44 @@ def test_a_bc_checkpoint_that_lost_its_manifest_is_damaged_not_unverified(bc, tm
     (copy / MANIFEST).unlink()
     with pytest.raises(CheckpointError, match="manifest"):
         resolve_checkpoint(copy)
+
+
+def _edit_algo_config(run_dir, edit):
+    """Apply `edit` to the algorithm config in the run's config.json and in every checkpoint's (resealed)."""
+    for f in [run_dir / "config.json", *run_dir.glob("checkpoints/0*/config.json")]:
+        data = json.loads(f.read_text())
+        edit(data["algo"])
+        f.write_text(json.dumps(data))
+        if f.parent.name != run_dir.name:
+            reseal(f.parent)
+
+
+def test_a_run_from_before_a_field_existed_resumes_with_its_default(run):
+    """A run written by an earlier flowft has no entry for fields added since (here actor_every and lr_restart):
+    resuming it with today's flowft takes their defaults, which is what the run did, instead of refusing."""
+    cfg, run_dir = run
+    _edit_algo_config(run_dir, lambda a: [a.pop("actor_every"), a.pop("lr_restart")])
+    from flowft.cli import _run_config
+
+    loaded = _run_config(run_dir)
+    assert (loaded.algo.actor_every, loaded.algo.lr_restart) == (1, True)
+    t = Trainer(replace(loaded, run=replace(loaded.run, env_steps=960)), run_dir=run_dir, resume=True)
+    t.close()
+    assert t.env_steps == 640
+
+
+@pytest.mark.parametrize("edit, field", [(lambda a: a.update(lr_restart=False), "lr_restart"),
+                                         (lambda a: a.update(gone_field=3), "gone_field")])
+def test_a_checkpoint_of_another_algorithm_config_is_still_refused(run, edit, field):
+    """Only missing fields default: a checkpoint whose settings differ, or that this flowft cannot read (an unknown
+    field), is refused in one line naming the field."""
+    from flowft.utils.checkpoint import IncompatibleCheckpointError
+
+    cfg, run_dir = run
+    for f in run_dir.glob("checkpoints/0*/config.json"):
+        data = json.loads(f.read_text())
+        edit(data["algo"])
+        f.write_text(json.dumps(data))
+        reseal(f.parent)
+    with pytest.raises(IncompatibleCheckpointError, match=f"algorithm config differs in .*{field}"):
+        resumed(cfg, run_dir)

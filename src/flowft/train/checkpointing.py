@@ -142,6 +142,20 @@ def kept_checkpoint_note(run_dir: Path, weights: set[str] = frozenset()) -> str:
             "kept; nothing was saved after it.")
 
 
+def _with_defaults(ckpt_config: dict) -> dict:
+    """The checkpoint's algorithm config as a run's config.json loads: fields added to flowft after the checkpoint
+    was written take their defaults (so a newer flowft resumes an older run whose settings it keeps). A config this
+    flowft cannot read (an unknown field or algorithm) is compared as saved, and so differs."""
+    from flowft.registry import get_algorithm
+    from flowft.utils.config_io import from_dict, to_dict
+
+    algo = ckpt_config.get("algo", {})
+    try:
+        return to_dict(from_dict(get_algorithm(ckpt_config["algo_name"]).cfg_cls, algo, "algo"))
+    except (KeyError, ValueError, TypeError):
+        return algo
+
+
 def check_compatible(ckpt_config: dict, config: dict, dims: dict, where: Path) -> None:
     """A checkpoint must come from the same algorithm, dims and architecture as the run loading it."""
     if ckpt_config.get("dims") != dims:
@@ -150,8 +164,9 @@ def check_compatible(ckpt_config: dict, config: dict, dims: dict, where: Path) -
     if ckpt_config.get("algo_name") != config["algo_name"]:
         raise IncompatibleCheckpointError(f"checkpoint {where}: algorithm '{ckpt_config.get('algo_name')}' but this "
                                           f"run is '{config['algo_name']}'")
-    if ckpt_config.get("algo") != config["algo"]:
-        diff = sorted(k for k in config["algo"] if ckpt_config.get("algo", {}).get(k) != config["algo"][k])
+    saved = _with_defaults(ckpt_config)
+    if saved != config["algo"]:
+        diff = sorted(k for k in {**saved, **config["algo"]} if saved.get(k) != config["algo"].get(k))
         raise IncompatibleCheckpointError(f"checkpoint {where}: algorithm config differs in {diff} (checkpoint from "
                                           "another config)")
 
