@@ -39,3 +39,28 @@ def test_bc_checkpoint_has_no_critic_mode(run_dir):
     pol = load_policy(bc)
     with pytest.raises(ValueError, match=r"mode 'bon' is not available.*'ode', 'sde'"):
         pol.act(np.zeros(6), mode="bon")
+
+
+def test_eval_actors_compares_current_and_ema_actor_on_the_same_episodes(run_dir):
+    """benchmarks/eval_actors.py: with the EMA actor set to the current one, the two ODE evaluations are the same
+    episodes with the same actions, so they read the same; Best-of-N is the third row."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("eval_actors", Path(__file__).parents[1] / "benchmarks" /
+                                                  "eval_actors.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rd, _ = run_dir
+    real_load = mod.load_algorithm
+
+    def same_actors(ckpt, device, seed):
+        algo, cfg = real_load(ckpt, device, seed)
+        algo.actor_target.load_state_dict(algo.actor.state_dict())
+        return algo, cfg
+
+    mod.load_algorithm = same_actors
+    rows = mod.eval_actors(latest_checkpoint(rd), episodes=8, envs=4, seed=5)
+    assert [r["sampler"] for r in rows] == ["ode", "ode_ema", "bon"] and all(r["episodes"] == 8 for r in rows)
+    drop = lambda r: {k: v for k, v in r.items() if k not in ("sampler", "secs")}
+    assert drop(rows[0]) == drop(rows[1])
