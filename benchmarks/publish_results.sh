@@ -40,14 +40,15 @@ if [ -d "$SWEEP" ]; then
 fi
 
 # the honest-start cells of issue 17 (results.md section 9): runs/operator-sweep next to runs/bench, layout
-# <task>/<arm>/s<seed> (BC: <task>/bc/s<seed>); arms stopped by hand carry a STOPPED note and are published as such
+# <task>/<arm>/s<seed> (BC: <task>/bc/s<seed>); arms stopped by hand carry a STOPPED note and are published as such,
+# arms branched from another cell's checkpoint a BRANCHED note
 # (Lift preset seeds 1-2, Can ogpo-plus, door's preset and door dppo are `flowft bench sim-recipe` cells, door ogpo-plus s0 a
 # `flowft train` run with the suite's settings; all copied into this layout by hand)
 OPS=$(dirname "$SRC")/operator-sweep
 if [ -d "$OPS" ]; then
   find "$OPS" -name metrics.csv | while read -r m; do
     d=$(dirname "$m"); rel=${d#"$OPS"/}; copy_run "$d" "$DST/operator-sweep/$rel"
-    for f in STOPPED gate.json attempts.json; do [ ! -f "$d/$f" ] || cp "$d/$f" "$DST/operator-sweep/$rel/"; done
+    for f in STOPPED BRANCHED gate.json attempts.json; do [ ! -f "$d/$f" ] || cp "$d/$f" "$DST/operator-sweep/$rel/"; done
   done
 fi
 # issue 18: the learner modes (off, on = --run.overlap-updates, compile, bf16) at equal env steps on toy
