@@ -22,8 +22,8 @@ declare -A ARMS=(  # TASK/ARM -> "ALGO FLAGS..." (the commit each was first run 
   [door/ogpo-plus-fast-utd1-norestart]="ogpo-plus $FAST --run.utd 1.0 --algo.no-lr-restart"
   [can/ogpo-plus-bon]="ogpo-plus $BON"                         # e4c4d14
   [can/preset-bon]="ogpo-plus-ca $BON"                         # e4c4d14 (seeds 0-1 published)
-  [can/preset-bon-utd1]="ogpo-plus-ca $BON --run.utd 1.0 --run.compile"  # e4c4d14 (seed 0 to 60k published)
-  [can/preset-bon-utd1-norestart]="ogpo-plus-ca $BON --run.utd 1.0 --run.compile --algo.no-lr-restart"  # 5154e4c (seed 2 branched at 50k)
+  [can/preset-bon-utd1]="ogpo-plus-ca $BON --run.utd 1.0 --run.compile"  # e4c4d14 (seed 0 published; seed 2 to 70k)
+  [can/preset-bon-utd1-norestart]="ogpo-plus-ca $BON --run.utd 1.0 --run.compile --algo.no-lr-restart"  # 5154e4c (seed 2 branched at 50k, to 70k)
   [can/preset-bon-lr15]="ogpo-plus-ca $BON --algo.actor-lr 1.5e-4 --algo.actor-lr-floor 6e-5"  # e4c4d14 (seed 0 published)
   [lift/preset-bon]="ogpo-plus-ca $BON"                        # e4c4d14
 )
