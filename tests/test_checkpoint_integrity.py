@@ -431,9 +431,10 @@ def test_a_bc_checkpoint_that_lost_its_manifest_is_damaged_not_unverified(bc, tm
         resolve_checkpoint(copy)
 
 
-def _edit_algo_config(run_dir, edit):
-    """Apply `edit` to the algorithm config in the run's config.json and in every checkpoint's (resealed)."""
-    for f in [run_dir / "config.json", *run_dir.glob("checkpoints/0*/config.json")]:
+def _edit_algo_config(run_dir, edit, run_config: bool = True):
+    """Apply `edit` to the algorithm config in every checkpoint's config.json (resealed) and, with `run_config`, in
+    the run's."""
+    for f in [*([run_dir / "config.json"] if run_config else []), *run_dir.glob("checkpoints/0*/config.json")]:
         data = json.loads(f.read_text())
         edit(data["algo"])
         f.write_text(json.dumps(data))
@@ -463,10 +464,6 @@ def test_a_checkpoint_of_another_algorithm_config_is_still_refused(run, edit, fi
     from flowft.utils.checkpoint import IncompatibleCheckpointError
 
     cfg, run_dir = run
-    for f in run_dir.glob("checkpoints/0*/config.json"):
-        data = json.loads(f.read_text())
-        edit(data["algo"])
-        f.write_text(json.dumps(data))
-        reseal(f.parent)
+    _edit_algo_config(run_dir, edit, run_config=False)
     with pytest.raises(IncompatibleCheckpointError, match=f"algorithm config differs in .*{field}"):
         resumed(cfg, run_dir)

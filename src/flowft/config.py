@@ -159,11 +159,18 @@ def _loop_checks(cfg: TrainConfig, flag) -> list[tuple[bool, str, str]]:
             (r.buffer_capacity >= N * H, "run.buffer_capacity", f"must be >= {N * H} ({why})")]
 
 
-def load_train_config(data: dict) -> TrainConfig:
-    """Rebuild a TrainConfig from a run's config.json (the algorithm's config class comes from the registry)."""
+def load_algo_config(algo_name: str, data: dict):
+    """Rebuild an algorithm's config from its config.json section (the class comes from the registry); fields the
+    data lacks (added to flowft since it was written) take their defaults, unknown ones are an error."""
     from flowft.registry import get_algorithm
     from flowft.utils.config_io import from_dict
 
-    spec = get_algorithm(data["algo_name"])
+    return from_dict(get_algorithm(algo_name).cfg_cls, data, "algo")
+
+
+def load_train_config(data: dict) -> TrainConfig:
+    """Rebuild a TrainConfig from a run's config.json."""
+    from flowft.utils.config_io import from_dict
+
     return TrainConfig(algo_name=data["algo_name"], run=from_dict(RunConfig, data["run"], "run"),
-                       algo=from_dict(spec.cfg_cls, data["algo"], "algo"))
+                       algo=load_algo_config(data["algo_name"], data["algo"]))

@@ -146,12 +146,12 @@ def _with_defaults(ckpt_config: dict) -> dict:
     """The checkpoint's algorithm config as a run's config.json loads: fields added to flowft after the checkpoint
     was written take their defaults (so a newer flowft resumes an older run whose settings it keeps). A config this
     flowft cannot read (an unknown field or algorithm) is compared as saved, and so differs."""
-    from flowft.registry import get_algorithm
-    from flowft.utils.config_io import from_dict, to_dict
+    from flowft.config import load_algo_config
+    from flowft.utils.config_io import to_dict
 
     algo = ckpt_config.get("algo", {})
     try:
-        return to_dict(from_dict(get_algorithm(ckpt_config["algo_name"]).cfg_cls, algo, "algo"))
+        return to_dict(load_algo_config(ckpt_config["algo_name"], algo))
     except (KeyError, ValueError, TypeError):
         return algo
 
