@@ -3,7 +3,10 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# at most 2 torch threads per test process, and one per core in all: the README's test command runs 2 pytest-xdist
+# workers (-n 2), and more threads than cores make BLAS and inductor's OpenMP kernels stall on each other
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
 
 
 @pytest.fixture
