@@ -27,14 +27,17 @@ def random_buffer():
     return buf
 
 
-def make_bc_checkpoint(root: Path, steps: int = 300, clip: bool = False, **kw) -> Path:
+def make_bc_checkpoint(root: Path, steps: int = 300, clip: bool = False, policy=None, **kw) -> Path:
+    """BC on 60 toy demos; `policy`: a FlowPolicyConfig other than the toy tiny preset's."""
+    from dataclasses import replace
+
     task = get_task("toy")
     demos = root / "toy.hdf5"
     if not demos.exists():
         write_demos(demos, task.generate(60, 0, 0.1), task.meta())
     cfg = bc_preset("toy", "tiny", str(demos), steps=steps, eval_every=steps, clip=clip, eval_episodes=16,
                     eval_envs=8, out_dir=str(root), run_name=f"bc-{steps}-{clip}", **kw)
-    ckpt, _ = pretrain(cfg)
+    ckpt, _ = pretrain(cfg if policy is None else replace(cfg, policy=policy))
     return ckpt
 
 

@@ -1,8 +1,9 @@
 """Fast path of the OGPO update (issue 18; train/fastpath.py): compiled updates equal eager ones, ratio = 1 at
 theta = theta_old in every precision, no recompiles after the start, one warning and eager where compiling fails,
-and exact resume with compile + bf16 + overlapped updates. The compiled graphs (toy tiny learner, 1 thread) are shared
+and exact resume with compile + bf16 + overlapped updates. The compiled graphs (toy tiny learner narrowed to 2x32, 1 thread) are shared
 by the whole module and cached on disk by inductor: the file takes ~30 s on the loaded 2-core machine with that cache
-warm, ~3 min the first time on a machine (cold cache: 12 graphs to compile)."""
+warm, ~3 min the first time on a machine (cold cache: 12 graphs to compile; 2 min 49 s beside two training runs,
+2026-11-29, of which the bf16 resume test 23 s: 105 s with the 2x128 preset learner, whose bf16 this CPU emulates)."""
 
 import dataclasses
 
@@ -31,9 +32,16 @@ def one_thread():
 ATOL = 1e-5  # fp32: compiled vs eager weights after UPDATES updates (measured 1.2e-7: fusion reorders float sums)
 
 
+def small(cfg):
+    """The toy tiny learner with 2x32 MLPs (2x128 in the preset): the same graphs to compile (compile time hardly
+    depends on width), a fraction of the compute, which matters most for bf16 on CPUs that emulate it."""
+    return dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, hidden=(32, 32)),
+                               critic=dataclasses.replace(cfg.critic, hidden=(32, 32)))
+
+
 def make_algo(compile: bool, precision: str = "fp32", device: str = "cpu") -> OGPO:
     torch.manual_seed(0)  # network init draws from the global generator (the Trainer seeds it per run)
-    cfg = dataclasses.replace(ogpo_config("ogpo-plus-ca", "toy", "tiny"), critic_warmup=0)
+    cfg = small(dataclasses.replace(ogpo_config("ogpo-plus-ca", "toy", "tiny"), critic_warmup=0))
     algo = OGPO(cfg, 6, 2, 4, torch.device(device), seed=0)
     algo.enable_fast_path(compile, precision)
     return algo
@@ -135,11 +143,13 @@ def test_bf16_falls_back_to_fp32_with_one_warning_where_the_cpu_has_no_bf16_matm
 
 @pytest.fixture(scope="module")
 def bc(tmp_path_factory):
-    return make_bc_checkpoint(tmp_path_factory.mktemp("bc"))
+    return make_bc_checkpoint(tmp_path_factory.mktemp("bc"),
+                              policy=small(ogpo_config("ogpo-plus-ca", "toy", "tiny")).policy)
 
 
 def test_compiled_bf16_overlapped_run_resumes_bit_identically(bc, tmp_path, bf16_anywhere):
     cfg = tiny_train_config(bc, tmp_path, compile=True, precision="bf16", overlap_updates=True)
+    cfg = dataclasses.replace(cfg, algo=small(cfg.algo))
     full, _, part, resumed = full_and_resumed_runs(cfg, stop_at=320)
     assert resumed.algo.fast.mode == "default" and resumed.algo.fast.precision == "bf16"
     a, b = final_weights(full.run_dir), final_weights(part.run_dir)
