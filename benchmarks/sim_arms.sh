@@ -18,12 +18,12 @@ declare -A ARMS=(  # TASK/ARM -> "ALGO FLAGS..." (the commit each was first run 
   [door/ogpo-plus-fast-utd1-ae4]="ogpo-plus $FAST --run.utd 1.0 --algo.actor-every 4"  # f3f4520 (unpublished)
   [door/ogpo-plus-fast-utd1-bon]="ogpo-plus $FAST --run.utd 1.0 $BON"  # (not run yet)
   [door/ogpo-plus-fast-utd2]="ogpo-plus $FAST --run.utd 2.0 --run.compile"  # (not run yet): UTD 1 doubled door's gain
-  # (not run yet): door's clipped fraction follows the lr's 20k-update cycles (0.70-0.77 at 3e-4, 0.42-0.47 at 1e-4)
-  [door/ogpo-plus-fast-utd1-norestart]="ogpo-plus $FAST --run.utd 1.0 --algo.no-lr-restart"
+  # door's clipped fraction follows the lr's 20k-update cycles (0.70-0.77 at 3e-4, 0.42-0.47 at 1e-4)
+  [door/ogpo-plus-fast-utd1-norestart]="ogpo-plus $FAST --run.utd 1.0 --algo.no-lr-restart"  # b7c41de (seed 2 to 70k)
   [can/ogpo-plus-bon]="ogpo-plus $BON"                         # e4c4d14
   [can/preset-bon]="ogpo-plus-ca $BON"                         # e4c4d14 (seeds 0-1 published)
-  [can/preset-bon-utd1]="ogpo-plus-ca $BON --run.utd 1.0 --run.compile"  # e4c4d14 (seed 0 published; seed 2 to 70k)
-  [can/preset-bon-utd1-norestart]="ogpo-plus-ca $BON --run.utd 1.0 --run.compile --algo.no-lr-restart"  # 5154e4c (seed 2 branched at 50k, to 70k)
+  [can/preset-bon-utd1]="ogpo-plus-ca $BON --run.utd 1.0 --run.compile"  # e4c4d14 (seeds 0, 2 published; seed 1 to 30k at b7c41de)
+  [can/preset-bon-utd1-norestart]="ogpo-plus-ca $BON --run.utd 1.0 --run.compile --algo.no-lr-restart"  # 5154e4c (seed 2 branched at 50k, to 100k)
   [can/preset-bon-lr15]="ogpo-plus-ca $BON --algo.actor-lr 1.5e-4 --algo.actor-lr-floor 6e-5"  # e4c4d14 (seed 0 published)
   [lift/preset-bon]="ogpo-plus-ca $BON"                        # e4c4d14
 )
