@@ -1,9 +1,10 @@
 """Fast path of the OGPO update (issue 18; train/fastpath.py): compiled updates equal eager ones, ratio = 1 at
 theta = theta_old in every precision, no recompiles after the start, one warning and eager where compiling fails,
-and exact resume with compile + bf16 + overlapped updates. The compiled graphs (toy tiny learner narrowed to 2x32, 1 thread) are shared
-by the whole module and cached on disk by inductor: the file takes ~30 s on the loaded 2-core machine with that cache
-warm, ~3 min the first time on a machine (cold cache: 12 graphs to compile; 2 min 49 s beside two training runs,
-2026-11-29, of which the bf16 resume test 23 s: 105 s with the 2x128 preset learner, whose bf16 this CPU emulates)."""
+and exact resume with compile + bf16 + overlapped updates. The compiled graphs (toy tiny learner narrowed to 2x32,
+1 thread) are shared by the whole module and cached on disk by inductor: the file takes ~30 s on the loaded 2-core
+machine with that cache warm, ~3 min the first time on a machine (cold cache: 12 graphs to compile; 2 min 49 s beside
+two training runs, 2026-11-29, of which the bf16 resume test 23 s: 105 s with the 2x128 preset learner, whose bf16
+this CPU emulates)."""
 
 import dataclasses
 
