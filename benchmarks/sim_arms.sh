@@ -19,7 +19,9 @@ declare -A ARMS=(  # TASK/ARM -> "ALGO FLAGS..." (the commit each was first run 
   [door/ogpo-plus-fast-utd1-bon]="ogpo-plus $FAST --run.utd 1.0 $BON"  # (not run yet)
   [door/ogpo-plus-fast-utd2]="ogpo-plus $FAST --run.utd 2.0 --run.compile"  # (not run yet): UTD 1 doubled door's gain
   # door's clipped fraction follows the lr's 20k-update cycles (0.70-0.77 at 3e-4, 0.42-0.47 at 1e-4)
-  [door/ogpo-plus-fast-utd1-norestart]="ogpo-plus $FAST --run.utd 1.0 --algo.no-lr-restart"  # b7c41de (seed 2 to 70k)
+  [door/ogpo-plus-fast-utd1-norestart]="ogpo-plus $FAST --run.utd 1.0 --algo.no-lr-restart"  # b7c41de (seed 2 to 100k)
+  # paired with the arm above (same BC per seed), only the update-to-data ratio differs
+  [door/ogpo-plus-fast-utd2-norestart]="ogpo-plus $FAST --run.utd 2.0 --run.compile --algo.no-lr-restart"  # (session 21)
   [can/ogpo-plus-bon]="ogpo-plus $BON"                         # e4c4d14
   [can/preset-bon]="ogpo-plus-ca $BON"                         # e4c4d14 (seeds 0-1 published)
   [can/preset-bon-utd1]="ogpo-plus-ca $BON --run.utd 1.0 --run.compile"  # e4c4d14 (seeds 0, 2 published; seed 1 to 30k at b7c41de)
