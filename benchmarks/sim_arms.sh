@@ -28,6 +28,8 @@ declare -A ARMS=(  # TASK/ARM -> "ALGO FLAGS..." (the commit each was first run 
   [can/preset-bon-utd1-norestart]="ogpo-plus-ca $BON --run.utd 1.0 --run.compile --algo.no-lr-restart"  # 5154e4c (seed 2 branched at 50k, to 100k)
   [can/preset-bon-lr15]="ogpo-plus-ca $BON --algo.actor-lr 1.5e-4 --algo.actor-lr-floor 6e-5"  # e4c4d14 (seed 0 published)
   [lift/preset-bon]="ogpo-plus-ca $BON"                        # e4c4d14
+  # the reference, from the same BC per seed as the Can UTD-1 cells (the suite's DPPO cell, under arms/)
+  [can/dppo]="dppo"                                            # (session 21)
 )
 if [ "${1:-}" = "--list" ]; then
   for key in $(printf '%s\n' "${!ARMS[@]}" | sort); do echo "$key: ${ARMS[$key]}"; done; exit 0
