@@ -30,6 +30,7 @@ declare -A ARMS=(  # TASK/ARM -> "ALGO FLAGS..." (the commit each was first run 
   [lift/preset-bon]="ogpo-plus-ca $BON"                        # e4c4d14
   # the reference, from the same BC per seed as the Can UTD-1 cells (the suite's DPPO cell, under arms/)
   [can/dppo]="dppo"                                            # (session 21)
+  [can/qc]="qc"                                                # (session 21): the partial-finetuning baseline of the suite
 )
 if [ "${1:-}" = "--list" ]; then
   for key in $(printf '%s\n' "${!ARMS[@]}" | sort); do echo "$key: ${ARMS[$key]}"; done; exit 0

@@ -71,7 +71,7 @@ def test_sim_arms_runs_a_named_arm_from_the_bench_bc_of_each_seed():
         f"B/sim-recipe/door/bc/s{s}/checkpoint {fast}" for s in (1, 2)]
     listing = _arms("--list").stdout.splitlines()
     assert "lift/preset-bon: ogpo-plus-ca --algo.best-of-n 8 --algo.bon-after-updates 2000" in listing
-    assert len(listing) == 15
+    assert len(listing) == 16
 
 
 def test_sim_arms_refuses_bad_arguments_in_one_line():
