@@ -205,3 +205,21 @@ def test_pieces_choose_what_is_compiled():
     assert fastpath.UpdatePath(torch.device("cpu"), "default").fn is fastpath._functions("default", "cpu")
     with pytest.raises(ValueError, match="pieces must be among"):
         fastpath.UpdatePath(torch.device("cpu"), "default", "fp32", ("imagine", "optimizer"))
+
+
+def test_update_speed_mode_names_a_torch_compile_mode(monkeypatch):
+    """benchmarks/update_speed.py "compile@MODE": that torch.compile mode, no fallback; plain "compile" keeps the
+    default (warm-up stubbed: compiling is lazy, so nothing compiles here)."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "update_speed", Path(__file__).resolve().parents[1] / "benchmarks" / "update_speed.py")
+    us = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(us)
+    monkeypatch.setattr(fastpath, "_warm_up", lambda algo, path: None)
+    cpu = torch.device("cpu")
+    algo, _, dims = us.mode_algo("tiny", "lift", 2, cpu, "compile@max-autotune-no-cudagraphs+log_prob")
+    assert algo.fast.mode == "max-autotune-no-cudagraphs" and algo.fast.precision == "fp32"
+    assert algo.fast.fn["log_prob"] is not fastpath._log_prob and dims[0] == "lift"
+    assert us.mode_algo("tiny", "lift", 2, cpu, "compile/bf16")[0].fast.mode == "default"
+    assert us.mode_algo("tiny", "lift", 2, cpu, "eager")[0].fast.mode is None
