@@ -19,9 +19,9 @@ everything, so the ratios are comparable even on a noisy shared machine.
 
 With --modes it builds one OGPO per mode ("eager" or "compile", optionally "/precision", optionally "/activation" for
 the velocity MLP and the critic, e.g. "compile/bf16/gelu-tanh"; "compile+log_prob+cfm" compiles those pieces on top
-of fastpath.COMPILED's; "compile@max-autotune-no-cudagraphs" picks the torch.compile mode) from the same seed, compiles (time reported), then times the modes round-robin, one update
-each per round, so that load changes hit every mode alike; the table gives the median and the minimum ms per update
-and both ratios to the first mode.
+of fastpath.COMPILED's; "compile@max-autotune-no-cudagraphs" picks the torch.compile mode) from the same seed,
+compiles (time reported), then times the modes round-robin, one update each per round, so that load changes hit
+every mode alike; the table gives the median and the minimum ms per update and both ratios to the first mode.
 """
 
 from __future__ import annotations
@@ -113,12 +113,8 @@ def mode_algo(size: str, task: str | None, heads: int | None, device, mode: str)
     algo = OGPO(cfg, OBS, ACT, H, device, seed=0)
     t = time.perf_counter()
     pieces = tuple(dict.fromkeys([*fastpath.COMPILED[device.type], *extra])) if extra else None
-    if compile_mode:  # the mode as given, no fallback: a failure here is the measurement's answer
-        path = fastpath.UpdatePath(device, compile_mode, precision or "fp32", pieces)
-        fastpath._warm_up(algo, path)
-        algo.fast = path
-    else:
-        fastpath.enable_fast_path(algo, how == "compile", precision or "fp32", pieces)
+    fastpath.enable_fast_path(algo, how == "compile", precision or "fp32", pieces,
+                              (compile_mode,) if compile_mode else None)  # printed below: a fallback shows as off
     print(f"built {size} {mode}: {algo.fast}, {time.perf_counter() - t:.1f} s", flush=True)  # survives a timeout
     return algo, time.perf_counter() - t, (task, OBS, ACT)
 
@@ -215,8 +211,8 @@ def main() -> None:
                     help="torch.set_float32_matmul_precision: 'high' allows TF32 on NVIDIA GPUs (floor measured alike)")
     ap.add_argument("--modes", nargs="+", default=None,
                     help="compare fast-path modes instead: eager | compile, optionally /fp32 | /bf16-nograd | /bf16, "
-                         "optionally /ACTIVATION (e.g. gelu-tanh) for actor and critic; compile@MODE for a torch.compile mode "
-                         "(e.g. max-autotune-no-cudagraphs) (ratios to the first mode)")
+                         "optionally /ACTIVATION (e.g. gelu-tanh) for actor and critic; compile@MODE for a "
+                         "torch.compile mode (e.g. max-autotune-no-cudagraphs) (ratios to the first mode)")
     ap.add_argument("--task", default=None, help="--modes: the task whose dims to use (default: the size's)")
     ap.add_argument("--heads", type=int, default=None, help="--modes: critic heads M (default: the preset's)")
     ap.add_argument("--clock", default="wall", choices=["wall", "cpu"],

@@ -208,8 +208,8 @@ def test_pieces_choose_what_is_compiled():
 
 
 def test_update_speed_mode_names_a_torch_compile_mode(monkeypatch):
-    """benchmarks/update_speed.py "compile@MODE": that torch.compile mode, no fallback; plain "compile" keeps the
-    default (warm-up stubbed: compiling is lazy, so nothing compiles here)."""
+    """benchmarks/update_speed.py "compile@MODE": that torch.compile mode (enable_fast_path's `modes`); plain
+    "compile" keeps the default (warm-up stubbed: compiling is lazy, so nothing compiles here)."""
     import importlib.util
     from pathlib import Path
     spec = importlib.util.spec_from_file_location(

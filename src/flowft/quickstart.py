@@ -29,7 +29,7 @@ from flowft.registry import task_slug
 # "Demonstrations and the BC gate").
 QUICKSTART: dict[str, dict] = {
     "toy": {"demo_episodes": 200, "run": {}},
-    # 50k env steps: from three honest starts (seed 0's is this quickstart's BC) the Lift preset with Best-of-8
+    # 50k env steps: from three honest starts (seed 0's an earlier quickstart BC) the Lift preset with Best-of-8
     # read 0.86 / 0.97 / 0.81 at 40k and 0.92 / 0.97 / 0.88 at 50k (docs/results.md section 9); evaluations at 0,
     # 25k and 50k
     "lift": {"demo_episodes": 12, "run": {"env_steps": 50_000, "eval_every": 25_000}},

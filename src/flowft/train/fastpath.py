@@ -213,16 +213,17 @@ def _warm_up(algo: Algorithm, path: UpdatePath) -> None:
 
 
 def enable_fast_path(algo: Algorithm, compile: bool, precision: Precision,
-                     pieces: tuple[str, ...] | None = None) -> UpdatePath:
+                     pieces: tuple[str, ...] | None = None, modes: tuple[str, ...] | None = None) -> UpdatePath:
     """The UpdatePath for `algo` on its device (sets algo.fast); falls back with one warning where it cannot run.
-    `pieces`: which functions to compile (default: COMPILED for the device)."""
+    `pieces`: which functions to compile (default: COMPILED for the device); `modes`: the torch.compile modes to try
+    in order (default: reduce-overhead then default on CUDA, default on CPU)."""
     if precision != "fp32" and not bf16_supported(algo.device):
         _warn(f"--run.precision {precision}: this {algo.device.type} has no fast bf16 matmuls; running fp32")
         precision = "fp32"
     algo.fast = UpdatePath(algo.device, None, precision)
     if not compile:
         return algo.fast
-    modes = ["reduce-overhead", "default"] if algo.device.type == "cuda" else ["default"]
+    modes = modes or (("reduce-overhead", "default") if algo.device.type == "cuda" else ("default",))
     errors = []
     for mode in modes:
         try:
