@@ -196,6 +196,11 @@ BC_DEFAULTS: dict[str, dict] = {
        for t in ("kitchen-complete", "kitchen-partial", "kitchen-mixed")},
     **{t: dict(_PLAIN_BC) for t in ("tool_hang", "transport")},  # never tuned: the generic default they always had
 }
+# Honest starts when the demos teach too well (algos/bc_ladder.py; `flowft bench sim-recipe` and `flowft quickstart`):
+# a BC that still confirms above the clip ceiling at a flat loss is trained again on the first n successful demos,
+# for each n in turn. Lift seeds 1-2 confirmed 0.62-0.77 on 12 operator demos (~10 successful) and 0.44 / 0.50 on 7
+# (docs/tasks.md "Fewer demos")
+BC_FEWER_DEMOS: dict[str, tuple[int, ...]] = {"lift": (7, 5, 3), "can": (12, 8, 5)}
 
 
 def bc_preset(task: str, size: Size, demos: str, **overrides):

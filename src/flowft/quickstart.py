@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from flowft.presets import bc_preset, train_preset
+from flowft.presets import BC_FEWER_DEMOS, bc_preset, train_preset
 from flowft.registry import task_slug
 
 # Per-task quickstart budget on top of the presets (BC_DEFAULTS / RUN_DEFAULTS): demo count and run overrides.
@@ -47,6 +47,10 @@ class QuickstartArgs:
     """Scripted-expert demonstrations to generate (default: the task's quickstart budget, 12 lift / 200 toy)."""
     env_steps: int | None = None
     """Override the online env-step budget (default: the task's quickstart budget, 50k lift / 12k toy)."""
+    fewer_demos: tuple[int, ...] | None = None
+    """Honest start: if BC at a flat loss still confirms above the 50 % ceiling, train it again on only the first n
+    successful demos, for each n in turn (positive, decreasing). Default: the task's ladder (lift 7 5 3); pass
+    the flag with no value to never retrain."""
     out_dir: str = "runs/quickstart"
     device: str = "cpu"
     fresh: bool = False
@@ -55,8 +59,12 @@ class QuickstartArgs:
     def __post_init__(self):
         from flowft.utils.validate import INT_NONNEG, check, integer, rules
 
+        ladder = self.fewer_demos
+        decreasing = ladder is None or (min(ladder, default=1) >= 1 and list(ladder) == sorted(set(ladder))[::-1])
         check(self, rules({"seed": INT_NONNEG, "demo_episodes": integer(1, none="the task's quickstart budget"),
-                           "env_steps": integer(1, none="the task's quickstart budget")}), "")
+                           "env_steps": integer(1, none="the task's quickstart budget")}), "",
+              cross=lambda c, flag: [(decreasing, "fewer_demos", "must be positive and strictly decreasing, e.g. 7 5 3 "
+                                      "(successful-demo counts to retry BC with)")])
 
 
 def check_simulator(task: str) -> None:
@@ -89,31 +97,39 @@ def quickstart(args: QuickstartArgs) -> dict:
         lock.release()
 
 
-def _bc_stage(args: QuickstartArgs, out: Path, demos: Path, stem: str) -> tuple[Path, dict, str]:
+def _bc_stage(args: QuickstartArgs, out: Path, demos: Path, stem: str, n_demos: int) -> tuple[Path, dict, str]:
     """The clipped BC checkpoint: reused when an earlier quickstart of these arguments finished it (its directory is
-    committed atomically), else trained; a BC run interrupted before its checkpoint is moved aside (BC has no
-    resume). Returns (checkpoint, result, gate sampler)."""
+    committed atomically), else trained, descending the fewer-demos ladder while BC confirms above the clip ceiling
+    (algos/bc_ladder.py; finished attempts are reused, an interrupted one is moved aside: BC has no resume).
+    Returns (checkpoint, result, gate sampler)."""
     from flowft.algos.bc import pretrain
+    from flowft.algos.bc_ladder import pretrain_honest
     from flowft.utils.config_io import read_json
+    from flowft.utils.rundirs import move_aside
 
-    bc_cfg = bc_preset(args.task, args.size, str(demos), seed=args.seed, out_dir=str(out), device=args.device,
-                       run_name=f"bc-{stem}")
+    def bc_config(run_name: str, max_episodes: int | None = None):
+        extra = {} if max_episodes is None else {"max_episodes": max_episodes}
+        return bc_preset(args.task, args.size, str(demos), seed=args.seed, out_dir=str(out), device=args.device,
+                         run_name=run_name, **extra)
+
+    bc_dir = out / f"bc-{stem}"
+    bc_cfg = bc_config(bc_dir.name)
     gated = bc_cfg.clip and bc_cfg.gate == "confirmed"
     bc_sampler = bc_cfg.confirm_sampler if gated else bc_cfg.clip_sampler
-    bc_dir = out / f"bc-{stem}"
     if (bc_dir / "checkpoint" / "model.safetensors").exists():
         print(f"[2/3] reusing the BC checkpoint {bc_dir / 'checkpoint'}", file=sys.stderr)
         return bc_dir / "checkpoint", read_json(bc_dir / "checkpoint" / "config.json")["result"], bc_sampler
     if bc_dir.exists():
-        aside = bc_dir.with_name(f"{bc_dir.name}.aborted-{time.strftime('%Y%m%d-%H%M%S')}")
-        bc_dir.rename(aside)
-        print(f"      an interrupted BC run was moved aside to {aside}", file=sys.stderr)
+        move_aside(bc_dir)  # an interrupted BC run
+    ladder = (args.fewer_demos if args.fewer_demos is not None else BC_FEWER_DEMOS.get(args.task, ())) if gated else ()
     print(f"[2/3] behaviour cloning, clipped at {bc_cfg.clip_threshold:.0%}-{bc_cfg.clip_max:.0%} {bc_sampler} success "
           + (f"once the loss has flattened (check every {bc_cfg.eval_every} steps: {bc_cfg.eval_episodes} "
              f"{bc_cfg.clip_sampler} episodes, confirmed on {bc_cfg.confirm_episodes})" if gated
-             else f"(check every {bc_cfg.eval_every} steps)"), file=sys.stderr)
-    bc_ckpt, bc_res = pretrain(bc_cfg)
-    return bc_ckpt, bc_res, bc_sampler
+             else f"(check every {bc_cfg.eval_every} steps)")
+          + (f"; over the ceiling, again on the first {', '.join(map(str, ladder))} successful demos in turn"
+             if ladder else ""), file=sys.stderr)
+    bc_res = pretrain_honest(bc_dir, n_demos, ladder, lambda run_dir, n: pretrain(bc_config(run_dir.name, n))[1])
+    return bc_dir / "checkpoint", bc_res, bc_sampler
 
 
 def _train_stage(args: QuickstartArgs, out: Path, stem: str, bc_ckpt: Path):
@@ -152,7 +168,7 @@ def _quickstart(args: QuickstartArgs, out: Path, n_demos: int, stem: str) -> dic
         print(f"      expert success {sum(e['success'] for e in eps) / len(eps):.2f}", file=sys.stderr)
     else:
         print(f"[1/3] reusing the demonstrations {demos}", file=sys.stderr)
-    bc_ckpt, bc_res, bc_sampler = _bc_stage(args, out, demos, stem)
+    bc_ckpt, bc_res, bc_sampler = _bc_stage(args, out, demos, stem, n_demos)
     bc_eps = int(bc_res.get("eval/episodes", 0))
     print(f"      BC stopped: checkpoint of step {bc_res['bc/steps']}, {bc_sampler} success "
           f"{bc_res['eval/success']:.2f} on {bc_eps} episodes", file=sys.stderr)

@@ -32,6 +32,7 @@ from pathlib import Path
 from flowft.bench.locks import is_busy
 from flowft.bench.suites import Suite, get_suite, resolve_algorithms
 from flowft.utils.provenance import source_digest
+from flowft.utils.rundirs import move_aside  # noqa: F401  (bench's name for it: worker.py, tests)
 
 FINISHED = ("done", "diverged")
 BUSY_RC = 75  # EX_TEMPFAIL: the worker found its cell locked by another sitting
@@ -92,17 +93,6 @@ def bc_state(bc_dir: Path) -> str:
     if (Path(bc_dir) / "checkpoint" / "model.safetensors").exists():
         return "done"
     return "restart" if Path(bc_dir).exists() else "new"
-
-
-def move_aside(path: Path) -> Path:
-    """Rename an unusable run dir to <dir>.aborted-<time> (never deleted silently)."""
-    dest = path.with_name(f"{path.name}.aborted-{time.strftime('%Y%m%d-%H%M%S')}")
-    n = 1
-    while dest.exists():
-        dest, n = dest.with_name(f"{path.name}.aborted-{time.strftime('%Y%m%d-%H%M%S')}-{n}"), n + 1
-    path.rename(dest)
-    print(f"moved {path} (no checkpoint) aside to {dest}", file=sys.stderr)
-    return dest
 
 
 def write_done(run_dir: Path, env_steps: int, **info) -> None:

@@ -11,6 +11,8 @@ import sys
 from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
+from flowft.presets import BC_FEWER_DEMOS
+
 Size = Literal["tiny", "mid", "paper"]
 
 
@@ -197,8 +199,10 @@ SUITES: dict[str, Suite] = {
             # operator-style demos: BC at a flat loss lands near or below the clip with these counts (docs/tasks.md:
             # Lift 12 -> 0.28, Can 20 -> 0.16 ODE success on 64 episodes, seed 0)
             # seeds 1-2 of Lift confirmed 0.64-0.77 at a flat loss on 12 demos (~10 successful): fewer demos for them
-            task_bc={"lift": BCStage(demo_episodes=12, demo_noise=None, demo_style=None, fewer_demos=(7, 5, 3)),
-                     "can": BCStage(demo_episodes=20, demo_noise=None, demo_style=None, fewer_demos=(12, 8, 5))},
+            task_bc={"lift": BCStage(demo_episodes=12, demo_noise=None, demo_style=None,
+                                     fewer_demos=BC_FEWER_DEMOS["lift"]),
+                     "can": BCStage(demo_episodes=20, demo_noise=None, demo_style=None,
+                                    fewer_demos=BC_FEWER_DEMOS["can"])},
         ),
         Suite(
             "paper", "paper size (4x512, G=32, M=10) and budgets (the paper's): 2M env steps "

@@ -7,12 +7,12 @@ in the cell's run dir, resuming from its last checkpoint or restarting a dir wit
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import sys
 import time
 from pathlib import Path
 
+from flowft.algos.bc_ladder import pretrain_honest
 from flowft.bench.locks import lock_path, try_lock
 from flowft.bench.runner import BUSY_RC, FINISHED, bc_state, cell_config, cell_state, move_aside, write_done
 
@@ -31,39 +31,20 @@ def _worker_bc(spec: dict) -> None:
         print(f"generating {spec['demo_episodes']} demos -> {demos}", file=sys.stderr)
         style = spec.get("demo_style", "clean")  # specs written before demo styles existed: the clean expert
         write_demos(demos, task.demos(spec["demo_episodes"], spec["seed"], spec["demo_noise"], style), task.meta())
-    ladder = spec.get("fewer_demos", [])
-    if not ladder:
-        res = _pretrain(spec, bc_dir, None)
-        print(f"BC done: {res}", file=sys.stderr)
-        return
-    attempts = []
-    for n in [None, *ladder]:  # every attempt in its own dir <bc>.n<N>: a rerun reuses the finished ones
-        d = bc_dir.with_name(f"{bc_dir.name}.n{n or spec['demo_episodes']}{'' if n else '-all'}")
-        res = json.loads((d / "DONE").read_text()) if bc_state(d) == "done" and (d / "DONE").exists() else None
-        if res is None:
-            if d.exists():
-                move_aside(d)
-            res = _pretrain(spec, d, n)
-        attempts.append({"dir": d.name, "successful_demos": n or "all", "confirmed": res.get("bc/confirmed_success"),
-                         "over_ceiling": res.get("bc/over_ceiling")})
-        if not res.get("bc/over_ceiling"):
-            break
-    shutil.copytree(d, bc_dir)  # the cells read <bc>/checkpoint; the attempt dirs stay as the record
-    (bc_dir / "attempts.json").write_text(json.dumps(attempts, indent=1))
-    print(f"BC done ({len(attempts)} attempt(s), kept {d.name}): {res}", file=sys.stderr)
+    res = pretrain_honest(bc_dir, spec["demo_episodes"], spec.get("fewer_demos", []),
+                          lambda out, n: _pretrain(spec, out, n))
+    print(f"BC done: {res}", file=sys.stderr)
 
 
 def _pretrain(spec: dict, out: Path, max_episodes: int | None) -> dict:
-    """One clipped BC run into `out` (DONE holds its result)."""
+    """One clipped BC run into `out`; returns its result (bc_ladder writes it to DONE)."""
     from flowft.algos.bc import pretrain
     from flowft.presets import bc_preset
 
     extra = {} if max_episodes is None else {"max_episodes": max_episodes}
     cfg = bc_preset(spec["task"], spec["size"], spec["demos"], seed=spec["seed"], out_dir=str(out.parent),
                     run_name=out.name, threads=spec["threads"], **spec["overrides"], **extra)
-    _, res = pretrain(cfg)
-    (out / "DONE").write_text(json.dumps(res, indent=1, default=float))
-    return res
+    return pretrain(cfg)[1]
 
 
 def _worker_train(spec: dict) -> None:
