@@ -31,6 +31,15 @@ declare -A ARMS=(  # TASK/ARM -> "ALGO FLAGS..." (the commit each was first run 
   # the reference, from the same BC per seed as the Can UTD-1 cells (the suite's DPPO cell, under arms/)
   [can/dppo]="dppo"                                            # (session 21)
   [can/qc]="qc"                                                # (session 21): the partial-finetuning baseline of the suite
+  # door's success-buffer cloning loss stays at 0.29-0.31 with the 2x128 policy (112-dim chunk; results.md section 9):
+  # the door preset with a 3x256 velocity MLP (mid's; the tiny learner otherwise), from its own BC (ARM_BC below)
+  [door/ogpo-plus-fast-utd1-p256x3]="ogpo-plus $FAST --run.utd 1.0 --algo.policy.hidden 256 256 256"  # (not run yet)
+)
+# Arms whose policy differs from the suite's BC: "BC_NAME PRETRAIN_FLAGS...". Their BC is
+# BENCH/sim-recipe/TASK/BC_NAME/sSEED, made when missing by `flowft pretrain` (the task's BC preset, the same seed,
+# on the suite's demos for that seed: BENCH/sim-recipe/TASK/demos/sSEED-*.hdf5) with these flags.
+declare -A ARM_BC=(
+  [door/ogpo-plus-fast-utd1-p256x3]="bc-p256x3 --policy.hidden 256 256 256"
 )
 if [ "${1:-}" = "--list" ]; then
   for key in $(printf '%s\n' "${!ARMS[@]}" | sort); do echo "$key: ${ARMS[$key]}"; done; exit 0
@@ -46,6 +55,28 @@ TASK=${KEY%%/*}; ARM=${KEY#*/}
 read -r ALGO FLAGS <<< "${ARMS[$KEY]}"
 for SEED in "$@"; do
   BC=$BENCH/sim-recipe/$TASK/bc/s$SEED/checkpoint
+  if [ -n "${ARM_BC[$KEY]+x}" ]; then
+    read -r BC_NAME BC_FLAGS <<< "${ARM_BC[$KEY]}"
+    BC=$BENCH/sim-recipe/$TASK/$BC_NAME/s$SEED/checkpoint
+    if [ ! -f "$BC/model.safetensors" ]; then
+      DEMOS=$(ls "$BENCH/sim-recipe/$TASK/demos/s$SEED"-*.hdf5 2>/dev/null | head -n 1)
+      if [ -z "$DEMOS" ] && [ -z "${DRY:-}" ]; then
+        echo "sim_arms.sh: no demos $BENCH/sim-recipe/$TASK/demos/s$SEED-*.hdf5 for $KEY's BC (run flowft bench sim-recipe first)" >&2
+        exit 2
+      fi
+      # shellcheck disable=SC2086  # BC_FLAGS is a list of words
+      PRE=(${FLOWFT:-flowft} pretrain --task "$TASK" --demos "${DEMOS:-$BENCH/sim-recipe/$TASK/demos/s$SEED-*.hdf5}"
+           --seed "$SEED" --threads 1 --out-dir "$BENCH/sim-recipe/$TASK/$BC_NAME" --run-name "s$SEED" $BC_FLAGS)
+      if [ -n "${DRY:-}" ]; then echo "${PRE[*]}"
+      else
+        [ -d "$BENCH/sim-recipe/$TASK/$BC_NAME/s$SEED" ] && mv "$BENCH/sim-recipe/$TASK/$BC_NAME/s$SEED" \
+          "$BENCH/sim-recipe/$TASK/$BC_NAME/s$SEED.aborted-$(date +%Y%m%d-%H%M%S)"  # BC has no resume
+        mkdir -p "$BENCH/sim-recipe/$TASK/$BC_NAME"
+        "${PRE[@]}" > "$BENCH/sim-recipe/$TASK/$BC_NAME/s$SEED.log" 2>&1 || {
+          echo "sim_arms.sh: BC for $KEY seed $SEED failed (log: $BENCH/sim-recipe/$TASK/$BC_NAME/s$SEED.log)" >&2; exit 1; }
+      fi
+    fi
+  fi
   # shellcheck disable=SC2086  # FLAGS is a list of words
   CMD=(bash "$(dirname "$0")/sim_cell.sh" "$OUT/$TASK/$ARM" "$TASK" "$ALGO" "s$SEED" "$SEED" "$BC" $FLAGS)
   if [ -n "${DRY:-}" ]; then echo "${CMD[*]}"; else "${CMD[@]}" || exit $?; fi

@@ -71,7 +71,29 @@ def test_sim_arms_runs_a_named_arm_from_the_bench_bc_of_each_seed():
         f"B/sim-recipe/door/bc/s{s}/checkpoint {fast}" for s in (1, 2)]
     listing = _arms("--list").stdout.splitlines()
     assert "lift/preset-bon: ogpo-plus-ca --algo.best-of-n 8 --algo.bon-after-updates 2000" in listing
-    assert len(listing) == 16
+    assert len(listing) == 17
+
+
+def test_an_arm_with_its_own_policy_makes_its_bc_from_the_suite_demos_first(tmp_path):
+    """door/ogpo-plus-fast-utd1-p256x3: a 3x256 velocity MLP needs its own BC, pretrained with the same width on the
+    suite's demos of that seed (when missing), and the cell starts from it; without demos: one line, nothing made."""
+    out = _arms("B", "O", "door/ogpo-plus-fast-utd1-p256x3", "2")
+    assert out.returncode == 0, out.stderr
+    pre, cell = out.stdout.splitlines()
+    assert pre.endswith("flowft pretrain --task door --demos B/sim-recipe/door/demos/s2-*.hdf5 --seed 2 --threads 1 "
+                        "--out-dir B/sim-recipe/door/bc-p256x3 --run-name s2 --policy.hidden 256 256 256")
+    assert cell.split()[2:7] == ["O/door/ogpo-plus-fast-utd1-p256x3", "door", "ogpo-plus", "s2", "2"]
+    assert cell.split()[7] == "B/sim-recipe/door/bc-p256x3/s2/checkpoint"
+    assert cell.endswith("--run.utd 1.0 --algo.policy.hidden 256 256 256")
+    # a BC already made: only the cell
+    ckpt = tmp_path / "sim-recipe" / "door" / "bc-p256x3" / "s2" / "checkpoint"
+    ckpt.mkdir(parents=True)
+    (ckpt / "model.safetensors").write_bytes(b"")
+    again = _arms(str(tmp_path), "O", "door/ogpo-plus-fast-utd1-p256x3", "2").stdout.splitlines()
+    assert len(again) == 1 and again[0].split()[7] == f"{ckpt}"
+    real = _arms(str(tmp_path / "none"), str(tmp_path / "out"), "door/ogpo-plus-fast-utd1-p256x3", "0", dry=False)
+    assert real.returncode == 2 and len(real.stderr.splitlines()) == 1 and "no demos" in real.stderr
+    assert not (tmp_path / "none").exists() and not (tmp_path / "out").exists()
 
 
 def test_sim_arms_refuses_bad_arguments_in_one_line():
