@@ -59,8 +59,9 @@ class QuickstartArgs:
     def __post_init__(self):
         from flowft.utils.validate import INT_NONNEG, check, integer, rules
 
-        ladder = self.fewer_demos
-        decreasing = ladder is None or (min(ladder, default=1) >= 1 and list(ladder) == sorted(set(ladder))[::-1])
+        from flowft.algos.bc_ladder import is_ladder
+
+        decreasing = self.fewer_demos is None or is_ladder(self.fewer_demos)
         check(self, rules({"seed": INT_NONNEG, "demo_episodes": integer(1, none="the task's quickstart budget"),
                            "env_steps": integer(1, none="the task's quickstart budget")}), "",
               cross=lambda c, flag: [(decreasing, "fewer_demos", "must be positive and strictly decreasing, e.g. 7 5 3 "

@@ -28,6 +28,11 @@ PretrainOne = Callable[[Path, "int | None"], dict]
 """(run dir to create, max successful demos or None for all) -> the BC result dict (bc/over_ceiling, ...)."""
 
 
+def is_ladder(ns: Sequence[int]) -> bool:
+    """A valid fewer-demos ladder: positive, strictly decreasing successful-demo counts (empty: no retraining)."""
+    return min(ns, default=1) >= 1 and list(ns) == sorted(set(ns), reverse=True)
+
+
 def attempt_dir(bc_dir: Path, n: int | None, n_demos: int) -> Path:
     """The dir of one attempt: `<bc>.n<n_demos>-all` for every demo, `<bc>.n<n>` for the first n successful."""
     return bc_dir.with_name(f"{bc_dir.name}.n{n_demos}-all" if n is None else f"{bc_dir.name}.n{n}")
@@ -58,7 +63,7 @@ def pretrain_honest(bc_dir: Path, n_demos: int, ladder: Sequence[int], pretrain_
     """Clipped BC into `bc_dir` (which must not exist), descending `ladder` (positive, decreasing successful-demo
     counts) while an attempt confirms above the clip ceiling. Returns the kept attempt's result. An empty ladder
     trains once, straight into `bc_dir`."""
-    if list(ladder) != sorted(set(ladder), reverse=True) or any(n < 1 for n in ladder):
+    if not is_ladder(ladder):
         raise ValueError(f"fewer-demos ladder {tuple(ladder)}: must be positive and strictly decreasing")
     if not ladder:
         res = pretrain_one(bc_dir, None)

@@ -63,8 +63,10 @@ class BCStage:
     attempt at or under the ceiling (every attempt is kept beside the BC dir and listed in its attempts.json)."""
 
     def __post_init__(self):
-        if any(n < 1 for n in self.fewer_demos) or list(self.fewer_demos) != sorted(self.fewer_demos, reverse=True):
-            raise ValueError(f"BCStage.fewer_demos {self.fewer_demos}: must be positive and decreasing")
+        from flowft.algos.bc_ladder import is_ladder
+
+        if not is_ladder(self.fewer_demos):
+            raise ValueError(f"BCStage.fewer_demos {self.fewer_demos}: must be positive and strictly decreasing")
 
     def overrides(self) -> dict:
         keys = ("steps", "eval_every", "eval_episodes", "eval_envs", "clip")
