@@ -19,6 +19,7 @@ from flowft.bench.suites import SUITES, BCStage, Suite, get_suite
 from flowft.bench.verify import verify_report
 from flowft.cli import main
 from flowft.registry import algorithm_names
+from flowft.utils.rundirs import move_aside
 from helpers import fake_run
 
 
@@ -60,7 +61,7 @@ def test_cell_states(tmp_path):
     d.mkdir()
     (d / "metrics.csv").write_text("env_steps\n0\n")
     assert runner.cell_state(d, 640) == "restart"
-    moved = runner.move_aside(d)
+    moved = move_aside(d)
     assert not d.exists() and (moved / "metrics.csv").exists() and ".aborted-" in moved.name
     d.mkdir()
     runner.write_done(d, 640)

@@ -57,9 +57,8 @@ class QuickstartArgs:
     """Start every stage anew (new names) instead of continuing the quickstart of the same arguments in --out-dir."""
 
     def __post_init__(self):
-        from flowft.utils.validate import INT_NONNEG, check, integer, rules
-
         from flowft.algos.bc_ladder import is_ladder
+        from flowft.utils.validate import INT_NONNEG, check, integer, rules
 
         decreasing = self.fewer_demos is None or is_ladder(self.fewer_demos)
         check(self, rules({"seed": INT_NONNEG, "demo_episodes": integer(1, none="the task's quickstart budget"),

@@ -32,7 +32,6 @@ from pathlib import Path
 from flowft.bench.locks import is_busy
 from flowft.bench.suites import Suite, get_suite, resolve_algorithms
 from flowft.utils.provenance import source_digest
-from flowft.utils.rundirs import move_aside  # noqa: F401  (bench's name for it: worker.py, tests)
 
 FINISHED = ("done", "diverged")
 BUSY_RC = 75  # EX_TEMPFAIL: the worker found its cell locked by another sitting

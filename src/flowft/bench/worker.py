@@ -14,7 +14,8 @@ from pathlib import Path
 
 from flowft.algos.bc_ladder import pretrain_honest
 from flowft.bench.locks import lock_path, try_lock
-from flowft.bench.runner import BUSY_RC, FINISHED, bc_state, cell_config, cell_state, move_aside, write_done
+from flowft.bench.runner import BUSY_RC, FINISHED, bc_state, cell_config, cell_state, write_done
+from flowft.utils.rundirs import move_aside
 
 
 def _worker_bc(spec: dict) -> None:
