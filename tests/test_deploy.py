@@ -41,9 +41,7 @@ def test_bc_checkpoint_has_no_critic_mode(run_dir):
         pol.act(np.zeros(6), mode="bon")
 
 
-def test_eval_actors_compares_current_and_ema_actor_on_the_same_episodes(run_dir):
-    """benchmarks/eval_actors.py: with the EMA actor set to the current one, the two ODE evaluations are the same
-    episodes with the same actions, so they read the same; Best-of-N is the third row."""
+def _eval_actors_module():
     import importlib.util
     from pathlib import Path
 
@@ -51,6 +49,29 @@ def test_eval_actors_compares_current_and_ema_actor_on_the_same_episodes(run_dir
                                                   "eval_actors.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_eval_actors_zero_start_is_the_ode_from_x0_zero(run_dir):
+    """The zero-start samplers integrate the ODE from x0 = 0: the same chunk whatever the generator, equal to
+    sample_ode with zero noise, while the plain ODE sampler's chunk depends on the drawn x0."""
+    mod = _eval_actors_module()
+    algo, _ = load_algorithm(latest_checkpoint(run_dir[0]), torch.device("cpu"))
+    obs = torch.as_tensor(np.random.default_rng(1).normal(size=(5, 6)).astype(np.float32))
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    zero = [mod.SAMPLERS["ode_zero"](algo, obs, g) for g in gens]
+    torch.testing.assert_close(zero[0], zero[1], rtol=0, atol=0)
+    torch.testing.assert_close(zero[0], algo.actor.sample_ode(obs, noise=torch.zeros(5, algo.actor.flat_dim)))
+    drawn = [mod.SAMPLERS["ode"](algo, obs, torch.Generator().manual_seed(s)) for s in (1, 2)]
+    assert not torch.equal(drawn[0], drawn[1])
+    ema = mod.SAMPLERS["ode_ema_zero"](algo, obs, gens[0])
+    torch.testing.assert_close(ema, algo.actor_target.sample_ode(obs, noise=torch.zeros(5, algo.actor.flat_dim)))
+
+
+def test_eval_actors_compares_current_and_ema_actor_on_the_same_episodes(run_dir):
+    """benchmarks/eval_actors.py: with the EMA actor set to the current one, the two ODE evaluations are the same
+    episodes with the same actions, so they read the same; Best-of-N is the third row. The zero-start pair too."""
+    mod = _eval_actors_module()
     rd, _ = run_dir
     real_load = mod.load_algorithm
 
@@ -64,3 +85,5 @@ def test_eval_actors_compares_current_and_ema_actor_on_the_same_episodes(run_dir
     assert [r["sampler"] for r in rows] == ["ode", "ode_ema", "bon"] and all(r["episodes"] == 8 for r in rows)
     drop = lambda r: {k: v for k, v in r.items() if k not in ("sampler", "secs")}
     assert drop(rows[0]) == drop(rows[1])
+    zero = mod.eval_actors(latest_checkpoint(rd), episodes=8, envs=4, seed=5, samplers=("ode_zero", "ode_ema_zero"))
+    assert [r["sampler"] for r in zero] == ["ode_zero", "ode_ema_zero"] and drop(zero[0]) == drop(zero[1])
