@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from flowft.algos.base import act_sampler
 from flowft.registry import algorithm_names, get_algorithm
 from helpers import final_weights, full_and_resumed_runs, make_bc_checkpoint, tiny_train_config
 from toy_checks import assert_toy_eval
@@ -44,6 +45,27 @@ def test_algorithm_trains_and_resumes_exactly(name, bc, tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), f"{name}: {k} differs after resume"
     assert full.algo.grad_steps == resumed.algo.grad_steps
+
+
+def test_ode_zero_sampler_is_one_deterministic_chunk_per_state():
+    """The ode_zero evaluation sampler (every flow ODE chain from x0 = 0) gives the same chunk whatever the
+    generator, for every algorithm, without touching training RNG; for OGPO it is the actor's ODE from zero noise,
+    for DSRL (whose ode policy picks its own noise) it is its ode policy."""
+    obs = torch.as_tensor(np.random.default_rng(0).normal(size=(3, 6)).astype(np.float32))
+    for name in algorithm_names():
+        spec = get_algorithm(name)
+        algo = spec.cls(spec.make_config("toy", "tiny"), 6, 2, 4, torch.device("cpu"), 0)
+        before = {k: g.get_state().clone() for k, g in algo.generators().items()}
+        a, b = (act_sampler(algo, obs, "ode_zero", torch.Generator().manual_seed(s)) for s in (0, 1))
+        assert a.shape == (3, 4, 2) and torch.equal(a, b), name
+        for k, g in algo.generators().items():
+            assert torch.equal(g.get_state(), before[k]), f"{name}: ode_zero advanced generator {k}"
+        if name == "ogpo-plus-ca":
+            torch.testing.assert_close(a, algo.actor.sample_ode(obs, noise=torch.zeros(3, 8)), rtol=0, atol=0)
+            drawn = [algo.act(obs, "ode", generator=torch.Generator().manual_seed(s)) for s in (0, 1)]
+            assert not torch.equal(drawn[0], drawn[1])
+        if name == "dsrl":
+            torch.testing.assert_close(a, algo.act(obs, "ode", generator=torch.Generator().manual_seed(2)))
 
 
 def test_evaluation_acting_never_touches_training_rng():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from flowft import load_policy
-from flowft.deploy import load_algorithm
+from flowft.deploy import _load_actor, load_algorithm
 from flowft.train.loop import Trainer
 from flowft.utils.checkpoint import latest_checkpoint
 from helpers import make_bc_checkpoint, tiny_train_config
@@ -18,7 +18,7 @@ def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("deploy")
     bc = make_bc_checkpoint(root)
     cfg = tiny_train_config(bc, root, env_steps=320, start_training=160)
-    t = Trainer(replace(cfg, run=replace(cfg.run, run_name="r")))
+    t = Trainer(replace(cfg, run=replace(cfg.run, run_name="r", eval_samplers=("ode", "ode_zero", "bon"))))
     t.run()
     return t.run_dir, bc
 
@@ -26,7 +26,7 @@ def run_dir(tmp_path_factory):
 def test_training_checkpoint_deploys_through_its_algorithm(run_dir):
     rd, _ = run_dir
     pol = load_policy(rd, seed=3)
-    assert pol.default_mode == "ode" and set(pol.modes) == {"ode", "sde", "bon"}
+    assert pol.default_mode == "ode" and set(pol.modes) == {"ode", "ode_zero", "sde", "bon"}
     obs = np.random.default_rng(0).normal(size=(5, 6)).astype(np.float32)
     algo, _ = load_algorithm(latest_checkpoint(rd), torch.device("cpu"))
     expected = algo.actor.sample_ode(torch.as_tensor(obs), generator=torch.Generator().manual_seed(3)).numpy()
@@ -37,8 +37,28 @@ def test_training_checkpoint_deploys_through_its_algorithm(run_dir):
 def test_bc_checkpoint_has_no_critic_mode(run_dir):
     _, bc = run_dir
     pol = load_policy(bc)
-    with pytest.raises(ValueError, match=r"mode 'bon' is not available.*'ode', 'sde'"):
+    with pytest.raises(ValueError, match=r"mode 'bon' is not available.*'ode', 'ode_zero', 'sde'"):
         pol.act(np.zeros(6), mode="bon")
+
+
+def test_ode_zero_mode_deploys_the_ode_from_zero_noise(run_dir):
+    """mode ode_zero: the flow's ODE from x0 = 0 for a BC checkpoint, the algorithm's for a training one; the same
+    chunk on every call (no noise drawn)."""
+    rd, bc = run_dir
+    obs = np.random.default_rng(2).normal(size=(5, 6)).astype(np.float32)
+    policy, _ = _load_actor(bc)
+    expected = policy.sample_ode(torch.as_tensor(obs), noise=torch.zeros(5, policy.flat_dim)).numpy()
+    pol = load_policy(bc)
+    np.testing.assert_array_equal(pol.act(obs, mode="ode_zero"), expected)
+    trained = load_policy(rd, seed=4)
+    first = trained.act(obs, mode="ode_zero")
+    np.testing.assert_array_equal(first, trained.act(obs, mode="ode_zero"))
+    assert not np.array_equal(trained.act(obs, mode="ode"), trained.act(obs, mode="ode"))
+    import csv
+
+    rows = [r for r in csv.DictReader((rd / "metrics.csv").open()) if r.get("eval/ode_zero/success")]
+    assert len(rows) >= 2 and all(0.0 <= float(r["eval/ode_zero/success"]) <= 1.0 for r in rows)
+    assert all(r["eval/ode/success"] and r["eval/bon/success"] for r in rows)  # logged side by side
 
 
 def _eval_actors_module():

@@ -256,7 +256,7 @@ class ReportArgs:
     """Directories searched recursively for run dirs (config.json + metrics.csv; BC runs are ignored)."""
     out: str = "report"
     """Output directory: curves.png, curves.csv, summary.csv, runs.csv, throughput.csv, report.md."""
-    sampler: Literal["headline", "ode", "sde", "bon"] = "headline"
+    sampler: Literal["headline", "ode", "ode_zero", "sde", "bon"] = "headline"
     """Curve metric eval/<sampler>/success; headline = each method's deployed policy (registry AlgoSpec.headline)."""
     label: Literal["algo", "parent"] = "algo"
     """Method label: the algorithm name, or the run dir's parent directory name (ablations of one algorithm)."""

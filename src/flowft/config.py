@@ -10,7 +10,7 @@ import tyro
 from flowft.utils.logging import LogConfig
 from flowft.utils.validate import INT_NONNEG, INT_POS, LOG_RULES, check, integer, number, rules, sub_rules
 
-Sampler = Literal["ode", "sde", "bon"]
+Sampler = Literal["ode", "ode_zero", "sde", "bon"]
 AlgoCfgT = TypeVar("AlgoCfgT")
 
 
@@ -44,7 +44,8 @@ class RunConfig:
     eval_envs: int = 16
     """Parallel envs of the evaluations (a separate vector env from the training one)."""
     eval_samplers: tuple[Sampler, ...] = ("ode", "bon")
-    """Evaluators: deterministic ODE policy and the Best-of-N SDE rollout policy (as the reference)."""
+    """Evaluators: ode = the ODE policy from a drawn start noise (the reference's); ode_zero = the same from x0 = 0
+    (one deterministic chunk per state); sde = one SDE sample; bon = the Best-of-N SDE rollout policy."""
     ckpt_every: int = 10_000
     """Env steps between checkpoints (on-policy: at the next rollout boundary); one more is written at the budget."""
     keep_checkpoints: int = 2
@@ -107,7 +108,7 @@ class RunConfig:
 
     def __post_init__(self):
         check(self, _RUN_RULES, "run.", lambda c, flag: [
-            (len(c.eval_samplers) > 0, "eval_samplers", "needs at least one sampler (ode, sde, bon)"),
+            (len(c.eval_samplers) > 0, "eval_samplers", "needs at least one sampler (ode, ode_zero, sde, bon)"),
             (c.precision in ("fp32", "bf16-nograd", "bf16"), "precision", "must be fp32, bf16-nograd or bf16"),
             (c.worker_order in ("arrival", "round-robin"), "worker_order", "must be arrival or round-robin"),
             (c.video_every % c.eval_every == 0, "video_every",

@@ -103,11 +103,14 @@ def act_functions(ckpt: Path, device: torch.device, seed: int) -> tuple[dict, di
         policy, _ = _load_actor(ckpt)
         policy.to(device)
         return ({"ode": lambda o: policy.sample_ode(o, generator=gen),
+                 "ode_zero": lambda o: policy.sample_ode(o, noise=torch.zeros(o.shape[0], policy.flat_dim,
+                                                                              device=o.device)),  # x0 [N, d] = 0
                  "sde": lambda o: policy.sample_sde(o, 1, generator=gen).actions[0]}, cfg, "ode")
+    from flowft.algos.base import act_sampler
     from flowft.registry import get_algorithm
 
     algo, tcfg = load_algorithm(ckpt, device, seed)
-    fns = {m: (lambda o, m=m: algo.act(o, m, generator=gen)) for m in ("ode", "sde", "bon")}
+    fns = {m: (lambda o, m=m: act_sampler(algo, o, m, gen)) for m in ("ode", "ode_zero", "sde", "bon")}
     return fns, cfg, get_algorithm(tcfg.algo_name).headline
 
 
@@ -123,8 +126,9 @@ class DeployedPolicy:
     def modes(self) -> tuple[str, ...]:
         return tuple(self.fns)
 
-    def act(self, obs: np.ndarray, mode: Literal["ode", "sde", "bon"] | None = None) -> np.ndarray:
-        """mode: ode (deterministic), sde (one sample), bon (critic selection, training checkpoints only);
+    def act(self, obs: np.ndarray, mode: Literal["ode", "ode_zero", "sde", "bon"] | None = None) -> np.ndarray:
+        """mode: ode (deterministic, from a drawn start noise), ode_zero (the same from x0 = 0: one chunk per
+        state), sde (one sample), bon (critic selection, training checkpoints only);
         default: the method's deployed sampler."""
         mode = mode or self.default_mode
         if mode not in self.fns:

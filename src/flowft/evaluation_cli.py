@@ -28,7 +28,7 @@ from flowft.utils.validate import INT_NONNEG, INT_POS, check, parse_cli, rules
 class EvalArgs:
     path: tyro.conf.Positional[str]
     """Run dir (its newest checkpoint), a checkpoint dir, or a BC run / checkpoint dir."""
-    samplers: tuple[Literal["ode", "sde", "bon"], ...] = ()
+    samplers: tuple[Literal["ode", "ode_zero", "sde", "bon"], ...] = ()
     """Samplers to evaluate. ode: the deterministic policy; sde: one stochastic sample; bon: Best-of-N scored by the
     critic (finetuned checkpoints only). Empty: the samplers the run evaluated with during training, or ode + sde
     for a BC checkpoint."""

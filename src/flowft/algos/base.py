@@ -12,10 +12,22 @@ from torch import nn
 
 from flowft.data.buffer import ReplayBuffer
 from flowft.errors import FlowftError
+from flowft.policies.flow import zero_start
 from flowft.train import fastpath
 
 ActMode = Literal["explore", "ode", "sde", "bon"]
 """explore: the data-collection sampler; ode: deterministic Euler policy; sde: one SDE sample; bon: Best-of-N SDE."""
+
+
+def act_sampler(algo: "Algorithm", obs: torch.Tensor, sampler: str,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """`algo.act` for an evaluation sampler (config.Sampler): the act modes, plus ode_zero = the ode policy with
+    every flow ODE chain started from x0 = 0 (one deterministic chunk per state; a deterministic algorithm such as
+    DSRL, whose ode policy already picks its own noise, reads the same as ode)."""
+    if sampler == "ode_zero":
+        with zero_start():
+            return algo.act(obs, "ode", generator=generator)
+    return algo.act(obs, sampler, generator=generator)
 
 
 class DivergenceError(FlowftError, RuntimeError):

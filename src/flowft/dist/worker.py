@@ -14,7 +14,7 @@ import os
 import numpy as np
 import torch
 
-from flowft.algos.base import Algorithm
+from flowft.algos.base import Algorithm, act_sampler
 from flowft.envs.make import make_vec_env, reset_vec_env
 from flowft.registry import TaskSpec
 from flowft.train.collector import ChunkCollector
@@ -96,7 +96,7 @@ class EnvWorker:
         out = {}
         for mode in samplers:
             gen = torch.Generator().manual_seed(seed * 1_000_003 + evals)
-            res = evaluate(lambda o, m=mode, g=gen: self.algo.act(o, m, generator=g), self.venv, self.H, episodes,
+            res = evaluate(lambda o, m=mode, g=gen: act_sampler(self.algo, o, m, g), self.venv, self.H, episodes,
                            seed=seed + 10_000, stream=evals, device=torch.device("cpu"))
             out.update({f"eval/{mode}/{k}": v for k, v in res.items()})
         return out

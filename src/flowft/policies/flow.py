@@ -7,6 +7,8 @@ maps env actions to it. Chains and log-probs are always fp32 (algorithm_referenc
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -17,6 +19,21 @@ from flowft.policies.networks import Activation, MLPTimeEmbedding, SinusoidalEmb
 from flowft.policies.normalizer import Normalizer
 from flowft.policies.sde import SDEConfig, chain_log_prob, live_steps, ode_sample, sde_chain, step_log_probs, step_noise
 from flowft.utils.validate import INT_POS, WIDTHS, check, rules
+
+
+_ZERO_START = contextvars.ContextVar("flowft_zero_start", default=False)
+
+
+@contextlib.contextmanager
+def zero_start():
+    """Inside this block every `sample_ode` call without explicit noise starts its chain from x0 = 0 instead of a
+    draw from N(0, I): one deterministic chunk per state (FPO++'s "zero-sampling"; the `ode_zero` sampler). A context
+    rather than an argument so that it reaches the flows inside any algorithm's ODE policy (base, actor, target)."""
+    token = _ZERO_START.set(True)
+    try:
+        yield
+    finally:
+        _ZERO_START.reset(token)
 
 
 @dataclass(frozen=True)
@@ -122,9 +139,14 @@ class FlowPolicy(nn.Module):
     @torch.no_grad()
     def sample_ode(self, obs: torch.Tensor, generator: torch.Generator | None = None,
                    noise: torch.Tensor | None = None) -> torch.Tensor:
-        """Deterministic policy: obs [B, Do] -> actions [B, H, Da]. `noise` [B, d] overrides x0 (DSRL)."""
-        x0 = noise if noise is not None else torch.randn(
-            obs.shape[0], self.flat_dim, device=obs.device, generator=generator)
+        """Deterministic policy: obs [B, Do] -> actions [B, H, Da]. `noise` [B, d] overrides x0 (DSRL); inside
+        `zero_start()` x0 = 0."""
+        if noise is not None:
+            x0 = noise
+        elif _ZERO_START.get():
+            x0 = torch.zeros(obs.shape[0], self.flat_dim, device=obs.device)  # [B, d]
+        else:
+            x0 = torch.randn(obs.shape[0], self.flat_dim, device=obs.device, generator=generator)  # [B, d]
         return self.unnormalize_actions(ode_sample(self._velocity_fn(obs), x0, self.cfg.denoise_steps))
 
     def sample_ode_differentiable(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

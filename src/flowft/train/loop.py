@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from flowft.algos.base import Algorithm, DivergenceError
+from flowft.algos.base import Algorithm, DivergenceError, act_sampler
 from flowft.config import TrainConfig
 from flowft.critics.diagnostics import critic_diagnostic
 from flowft.data.buffer import ReplayBuffer
@@ -178,7 +178,7 @@ class Trainer:
         r, out = self.cfg.run, {}
         for mode in r.eval_samplers:
             gen = torch.Generator(device=self.device).manual_seed(r.seed * 1_000_003 + self.evals)
-            res = evaluate(lambda o, m=mode, g=gen: self.algo.act(o, m, generator=g), self.eval_venv, self.H,
+            res = evaluate(lambda o, m=mode, g=gen: act_sampler(self.algo, o, m, g), self.eval_venv, self.H,
                            r.eval_episodes, seed=r.seed + 10_000, stream=self.evals, device=self.device,
                            progress=f"eval {mode}" if r.log.progress else None)  # the training bar waits meanwhile
             out.update({f"eval/{mode}/{k}": v for k, v in res.items()})
@@ -373,7 +373,7 @@ class Trainer:
         """--run.video-every: one episode of the first eval sampler, next to the checkpoints (rotation-safe)."""
         r, mode = self.cfg.run, self.cfg.run.eval_samplers[0]
         gen = torch.Generator(device=self.device).manual_seed(r.seed)
-        record_videos({mode: lambda o: self.algo.act(o, mode, generator=gen)}, [mode], self.task,
+        record_videos({mode: lambda o: act_sampler(self.algo, o, mode, gen)}, [mode], self.task,
                       self.run_dir / "videos" / f"{self.env_steps:010d}", r.seed + 10_000, self.device)
 
     def _episode_stats(self) -> dict[str, float]:
