@@ -29,7 +29,8 @@ class EvalArgs:
     path: tyro.conf.Positional[str]
     """Run dir (its newest checkpoint), a checkpoint dir, or a BC run / checkpoint dir."""
     samplers: tuple[Literal["ode", "ode_zero", "sde", "bon"], ...] = ()
-    """Samplers to evaluate. ode: the deterministic policy; sde: one stochastic sample; bon: Best-of-N scored by the
+    """Samplers to evaluate. ode: the deterministic policy (from a drawn start noise); ode_zero: the same from
+    x0 = 0; sde: one stochastic sample; bon: Best-of-N scored by the
     critic (finetuned checkpoints only). Empty: the samplers the run evaluated with during training, or ode + sde
     for a BC checkpoint."""
     episodes: int = 64
