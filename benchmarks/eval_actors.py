@@ -21,14 +21,15 @@ import torch
 
 from flowft.deploy import load_algorithm
 from flowft.envs.make import make_vec_env
+from flowft.policies.flow import zero_start
 from flowft.registry import get_task
 from flowft.train.evaluate import evaluate
 from flowft.utils.seeding import seed_everything
 
 
-
 def _zero_start(actor, obs: torch.Tensor) -> torch.Tensor:
-    return actor.sample_ode(obs, noise=torch.zeros(obs.shape[0], actor.flat_dim))  # x0 [B, d] = 0
+    with zero_start():
+        return actor.sample_ode(obs)
 
 
 SAMPLERS = {"ode": lambda algo, o, g: algo.actor.sample_ode(o, generator=g),

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 
+from flowft.config import Sampler
 from flowft.errors import ConfigError
-from flowft.policies.flow import FlowPolicy, FlowPolicyConfig
+from flowft.policies.flow import FlowPolicy, FlowPolicyConfig, zero_start
 from flowft.utils.checkpoint import CheckpointError, NoCheckpointError, latest_checkpoint, read_checkpoint_json
 from flowft.utils.config_io import from_dict
 from flowft.utils.manifest import MANIFEST, CheckpointWarning, check_dir
@@ -90,6 +91,11 @@ def load_algorithm(ckpt: Path, device: torch.device, seed: int = 0):
     return algo, tcfg
 
 
+def _zero_start_ode(policy: FlowPolicy, obs: torch.Tensor) -> torch.Tensor:
+    with zero_start():
+        return policy.sample_ode(obs)
+
+
 def act_functions(ckpt: Path, device: torch.device, seed: int) -> tuple[dict, dict, str]:
     """sampler name -> act(obs [N, Do] tensor) -> [N, H, Da], for a BC or a training checkpoint.
 
@@ -103,14 +109,13 @@ def act_functions(ckpt: Path, device: torch.device, seed: int) -> tuple[dict, di
         policy, _ = _load_actor(ckpt)
         policy.to(device)
         return ({"ode": lambda o: policy.sample_ode(o, generator=gen),
-                 "ode_zero": lambda o: policy.sample_ode(o, noise=torch.zeros(o.shape[0], policy.flat_dim,
-                                                                              device=o.device)),  # x0 [N, d] = 0
+                 "ode_zero": lambda o: _zero_start_ode(policy, o),
                  "sde": lambda o: policy.sample_sde(o, 1, generator=gen).actions[0]}, cfg, "ode")
     from flowft.algos.base import act_sampler
     from flowft.registry import get_algorithm
 
     algo, tcfg = load_algorithm(ckpt, device, seed)
-    fns = {m: (lambda o, m=m: act_sampler(algo, o, m, gen)) for m in ("ode", "ode_zero", "sde", "bon")}
+    fns = {m: (lambda o, m=m: act_sampler(algo, o, m, gen)) for m in get_args(Sampler)}
     return fns, cfg, get_algorithm(tcfg.algo_name).headline
 
 
