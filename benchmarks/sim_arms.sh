@@ -33,13 +33,22 @@ declare -A ARMS=(  # TASK/ARM -> "ALGO FLAGS..." (the commit each was first run 
   [can/qc]="qc"                                                # (session 21): the partial-finetuning baseline of the suite
   # door's success-buffer cloning loss stays at 0.29-0.31 with the 2x128 policy (112-dim chunk; results.md section 9):
   # the door preset with a 3x256 velocity MLP (mid's; the tiny learner otherwise), from its own BC (ARM_BC below)
-  [door/ogpo-plus-fast-utd1-p256x3]="ogpo-plus $FAST --run.utd 1.0 --algo.policy.hidden 256 256 256"  # (not run yet)
+  [door/ogpo-plus-fast-utd1-p256x3]="ogpo-plus $FAST --run.utd 1.0 --algo.policy.hidden 256 256 256"  # 886bf5b (seed 2 to 40k)
+  # Can's 20-demo BCs end their 15k steps under the 0.45 clip (gates 0.27 / 0.11 / 0.17: starts far below the authors',
+  # who clip at >= 0.45); the Can preset from a BC on 40 demos of the same seed (ARM_BC, ARM_DEMOS below)
+  [can/preset-n40]="ogpo-plus-ca"                              # (session 25)
 )
 # Arms whose policy differs from the suite's BC: "BC_NAME PRETRAIN_FLAGS...". Their BC is
 # BENCH/sim-recipe/TASK/BC_NAME/sSEED, made when missing by `flowft pretrain` (the task's BC preset, the same seed,
 # on the suite's demos for that seed: BENCH/sim-recipe/TASK/demos/sSEED-*.hdf5) with these flags.
 declare -A ARM_BC=(
   [door/ogpo-plus-fast-utd1-p256x3]="bc-p256x3 --policy.hidden 256 256 256"
+  [can/preset-n40]="bc-n40"
+)
+# Arms whose BC trains on a demo file of its own size: episodes per seed. The file is
+# BENCH/sim-recipe/TASK/demos/sSEED-nN-default.hdf5, made when missing by `flowft demos` (the task's default style).
+declare -A ARM_DEMOS=(
+  [can/preset-n40]=40
 )
 if [ "${1:-}" = "--list" ]; then
   for key in $(printf '%s\n' "${!ARMS[@]}" | sort); do echo "$key: ${ARMS[$key]}"; done; exit 0
@@ -59,7 +68,18 @@ for SEED in "$@"; do
     read -r BC_NAME BC_FLAGS <<< "${ARM_BC[$KEY]}"
     BC=$BENCH/sim-recipe/$TASK/$BC_NAME/s$SEED/checkpoint
     if [ ! -f "$BC/model.safetensors" ]; then
-      DEMOS=$(ls "$BENCH/sim-recipe/$TASK/demos/s$SEED"-*.hdf5 2>/dev/null | head -n 1)
+      if [ -n "${ARM_DEMOS[$KEY]+x}" ]; then
+        DEMOS=$BENCH/sim-recipe/$TASK/demos/s$SEED-n${ARM_DEMOS[$KEY]}-default.hdf5
+        GEN=(${FLOWFT:-flowft} demos --env "$TASK" --episodes "${ARM_DEMOS[$KEY]}" --seed "$SEED" --out "$DEMOS"
+             --no-progress)
+        if [ -n "${DRY:-}" ]; then echo "${GEN[*]}"
+        elif [ ! -f "$DEMOS" ]; then
+          mkdir -p "$(dirname "$DEMOS")"
+          "${GEN[@]}" || { echo "sim_arms.sh: demos for $KEY seed $SEED failed" >&2; exit 1; }
+        fi
+      else
+        DEMOS=$(ls "$BENCH/sim-recipe/$TASK/demos/s$SEED"-*.hdf5 2>/dev/null | head -n 1)
+      fi
       if [ -z "$DEMOS" ] && [ -z "${DRY:-}" ]; then
         echo "sim_arms.sh: no demos $BENCH/sim-recipe/$TASK/demos/s$SEED-*.hdf5 for $KEY's BC (run flowft bench sim-recipe first)" >&2
         exit 2

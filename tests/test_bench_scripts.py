@@ -71,7 +71,7 @@ def test_sim_arms_runs_a_named_arm_from_the_bench_bc_of_each_seed():
         f"B/sim-recipe/door/bc/s{s}/checkpoint {fast}" for s in (1, 2)]
     listing = _arms("--list").stdout.splitlines()
     assert "lift/preset-bon: ogpo-plus-ca --algo.best-of-n 8 --algo.bon-after-updates 2000" in listing
-    assert len(listing) == 17
+    assert len(listing) == 18
 
 
 def test_an_arm_with_its_own_policy_makes_its_bc_from_the_suite_demos_first(tmp_path):
@@ -94,6 +94,20 @@ def test_an_arm_with_its_own_policy_makes_its_bc_from_the_suite_demos_first(tmp_
     real = _arms(str(tmp_path / "none"), str(tmp_path / "out"), "door/ogpo-plus-fast-utd1-p256x3", "0", dry=False)
     assert real.returncode == 2 and len(real.stderr.splitlines()) == 1 and "no demos" in real.stderr
     assert not (tmp_path / "none").exists() and not (tmp_path / "out").exists()
+
+
+def test_an_arm_with_its_own_demo_count_generates_those_demos_then_its_bc():
+    """can/preset-n40: the BC of each seed trains on 40 demos of that seed (generated when missing, into a file named
+    by the count, so the suite's 20-demo file is never overwritten), then the Can preset runs from it."""
+    out = _arms("B", "O", "can/preset-n40", "1")
+    assert out.returncode == 0, out.stderr
+    gen, pre, cell = out.stdout.splitlines()
+    demos = "B/sim-recipe/can/demos/s1-n40-default.hdf5"
+    assert gen.endswith(f"flowft demos --env can --episodes 40 --seed 1 --out {demos} --no-progress")
+    assert pre.endswith(f"flowft pretrain --task can --demos {demos} --seed 1 --threads 1 "
+                        "--out-dir B/sim-recipe/can/bc-n40 --run-name s1")
+    assert cell.split()[2:] == ["O/can/preset-n40", "can", "ogpo-plus-ca", "s1", "1",
+                                "B/sim-recipe/can/bc-n40/s1/checkpoint"]
 
 
 def test_sim_arms_refuses_bad_arguments_in_one_line():
