@@ -37,6 +37,8 @@ declare -A ARMS=(  # TASK/ARM -> "ALGO FLAGS..." (the commit each was first run 
   # Can's 20-demo BCs end their 15k steps under the 0.45 clip (gates 0.27 / 0.11 / 0.17: starts far below the authors',
   # who clip at >= 0.45); the Can preset from a BC on 40 demos of the same seed (ARM_BC, ARM_DEMOS below)
   [can/preset-n40]="ogpo-plus-ca"                              # (session 25)
+  # the Can preset with a 3x256 velocity MLP, from its own BC on the suite's demos (ARM_BC below)
+  [can/preset-p256x3]="ogpo-plus-ca --algo.policy.hidden 256 256 256"  # (session 25)
 )
 # Arms whose policy differs from the suite's BC: "BC_NAME PRETRAIN_FLAGS...". Their BC is
 # BENCH/sim-recipe/TASK/BC_NAME/sSEED, made when missing by `flowft pretrain` (the task's BC preset, the same seed,
@@ -44,6 +46,7 @@ declare -A ARMS=(  # TASK/ARM -> "ALGO FLAGS..." (the commit each was first run 
 declare -A ARM_BC=(
   [door/ogpo-plus-fast-utd1-p256x3]="bc-p256x3 --policy.hidden 256 256 256"
   [can/preset-n40]="bc-n40"
+  [can/preset-p256x3]="bc-p256x3 --policy.hidden 256 256 256"
 )
 # Arms whose BC trains on a demo file of its own size: episodes per seed. The file is
 # BENCH/sim-recipe/TASK/demos/sSEED-nN-default.hdf5, made when missing by `flowft demos` (the task's default style).

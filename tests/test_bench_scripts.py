@@ -71,7 +71,7 @@ def test_sim_arms_runs_a_named_arm_from_the_bench_bc_of_each_seed():
         f"B/sim-recipe/door/bc/s{s}/checkpoint {fast}" for s in (1, 2)]
     listing = _arms("--list").stdout.splitlines()
     assert "lift/preset-bon: ogpo-plus-ca --algo.best-of-n 8 --algo.bon-after-updates 2000" in listing
-    assert len(listing) == 18
+    assert len(listing) == 19
 
 
 def test_an_arm_with_its_own_policy_makes_its_bc_from_the_suite_demos_first(tmp_path):
