@@ -19,13 +19,17 @@ from flowft.cli_demos import DemosArgs  # noqa: F401  (flowft.cli.DemosArgs: the
 if TYPE_CHECKING:
     import tyro
 
+    from flowft.config import Sampler
+
 
 def _tyro():
     """tyro, imported on first use: importing it takes about a second, which `flowft --help` and `--version` never
-    need. The verb argument classes below name it in (string) annotations, so it becomes a module global here,
-    before tyro resolves them."""
-    global tyro
+    need. The verb argument classes below name it (and the sampler names, whose module imports it) in (string)
+    annotations, so both become module globals here, before tyro resolves them."""
+    global tyro, Sampler
     import tyro
+
+    from flowft.config import Sampler
 
     return tyro
 
@@ -256,7 +260,7 @@ class ReportArgs:
     """Directories searched recursively for run dirs (config.json + metrics.csv; BC runs are ignored)."""
     out: str = "report"
     """Output directory: curves.png, curves.csv, summary.csv, runs.csv, throughput.csv, report.md."""
-    sampler: Literal["headline", "ode", "ode_zero", "sde", "bon"] = "headline"
+    sampler: Literal["headline"] | Sampler = "headline"
     """Curve metric eval/<sampler>/success; headline = each method's deployed policy (registry AlgoSpec.headline)."""
     label: Literal["algo", "parent"] = "algo"
     """Method label: the algorithm name, or the run dir's parent directory name (ablations of one algorithm)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Literal, get_args
+from typing import get_args
 
 import numpy as np
 import torch
@@ -131,7 +131,7 @@ class DeployedPolicy:
     def modes(self) -> tuple[str, ...]:
         return tuple(self.fns)
 
-    def act(self, obs: np.ndarray, mode: Literal["ode", "ode_zero", "sde", "bon"] | None = None) -> np.ndarray:
+    def act(self, obs: np.ndarray, mode: Sampler | None = None) -> np.ndarray:
         """mode: ode (deterministic, from a drawn start noise), ode_zero (the same from x0 = 0: one chunk per
         state), sde (one sample), bon (critic selection, training checkpoints only);
         default: the method's deployed sampler."""

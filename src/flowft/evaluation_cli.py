@@ -7,11 +7,11 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 import tyro
 
+from flowft.config import Sampler
 from flowft.deploy import act_functions, resolve_checkpoint
 from flowft.envs.make import make_vec_env
 from flowft.errors import ConfigError
@@ -28,7 +28,7 @@ from flowft.utils.validate import INT_NONNEG, INT_POS, check, parse_cli, rules
 class EvalArgs:
     path: tyro.conf.Positional[str]
     """Run dir (its newest checkpoint), a checkpoint dir, or a BC run / checkpoint dir."""
-    samplers: tuple[Literal["ode", "ode_zero", "sde", "bon"], ...] = ()
+    samplers: tuple[Sampler, ...] = ()
     """Samplers to evaluate. ode: the deterministic policy (from a drawn start noise); ode_zero: the same from
     x0 = 0; sde: one stochastic sample; bon: Best-of-N scored by the
     critic (finetuned checkpoints only). Empty: the samplers the run evaluated with during training, or ode + sde
