@@ -21,21 +21,16 @@ import torch
 
 from flowft.deploy import load_algorithm
 from flowft.envs.make import make_vec_env
-from flowft.policies.flow import zero_start
+from flowft.policies.flow import sample_ode_zero
 from flowft.registry import get_task
 from flowft.train.evaluate import evaluate
 from flowft.utils.seeding import seed_everything
 
 
-def _zero_start(actor, obs: torch.Tensor) -> torch.Tensor:
-    with zero_start():
-        return actor.sample_ode(obs)
-
-
 SAMPLERS = {"ode": lambda algo, o, g: algo.actor.sample_ode(o, generator=g),
             "ode_ema": lambda algo, o, g: algo.actor_target.sample_ode(o, generator=g),
-            "ode_zero": lambda algo, o, g: _zero_start(algo.actor, o),
-            "ode_ema_zero": lambda algo, o, g: _zero_start(algo.actor_target, o),
+            "ode_zero": lambda algo, o, g: sample_ode_zero(algo.actor, o),
+            "ode_ema_zero": lambda algo, o, g: sample_ode_zero(algo.actor_target, o),
             "bon": lambda algo, o, g: algo.act(o, "bon", generator=g)}
 DEFAULT_SAMPLERS = ("ode", "ode_ema", "bon")
 

@@ -11,7 +11,7 @@ import torch
 
 from flowft.config import Sampler
 from flowft.errors import ConfigError
-from flowft.policies.flow import FlowPolicy, FlowPolicyConfig, zero_start
+from flowft.policies.flow import FlowPolicy, FlowPolicyConfig, sample_ode_zero
 from flowft.utils.checkpoint import CheckpointError, NoCheckpointError, latest_checkpoint, read_checkpoint_json
 from flowft.utils.config_io import from_dict
 from flowft.utils.manifest import MANIFEST, CheckpointWarning, check_dir
@@ -91,11 +91,6 @@ def load_algorithm(ckpt: Path, device: torch.device, seed: int = 0):
     return algo, tcfg
 
 
-def _zero_start_ode(policy: FlowPolicy, obs: torch.Tensor) -> torch.Tensor:
-    with zero_start():
-        return policy.sample_ode(obs)
-
-
 def act_functions(ckpt: Path, device: torch.device, seed: int) -> tuple[dict, dict, str]:
     """sampler name -> act(obs [N, Do] tensor) -> [N, H, Da], for a BC or a training checkpoint.
 
@@ -109,7 +104,7 @@ def act_functions(ckpt: Path, device: torch.device, seed: int) -> tuple[dict, di
         policy, _ = _load_actor(ckpt)
         policy.to(device)
         return ({"ode": lambda o: policy.sample_ode(o, generator=gen),
-                 "ode_zero": lambda o: _zero_start_ode(policy, o),
+                 "ode_zero": lambda o: sample_ode_zero(policy, o),
                  "sde": lambda o: policy.sample_sde(o, 1, generator=gen).actions[0]}, cfg, "ode")
     from flowft.algos.base import act_sampler
     from flowft.registry import get_algorithm

@@ -36,6 +36,13 @@ def zero_start():
         _ZERO_START.reset(token)
 
 
+def sample_ode_zero(policy: "FlowPolicy", obs: torch.Tensor) -> torch.Tensor:
+    """`policy`'s ODE chunk [B, H, Da] integrated from x0 = 0 (the `ode_zero` sampler of one flow policy; an
+    algorithm's goes through `algos.base.act_sampler`)."""
+    with zero_start():
+        return policy.sample_ode(obs)
+
+
 @dataclass(frozen=True)
 class FlowPolicyConfig:
     hidden: tuple[int, ...] = (512, 512, 512, 512)
