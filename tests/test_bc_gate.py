@@ -125,7 +125,8 @@ def test_overshoot_continue_rule_and_cap_confirms_the_final_weights():
 
 
 @pytest.mark.parametrize("kw", [dict(clip_threshold=0.6, clip_max=0.5), dict(confirm_episodes=0),
-                                dict(plateau_window=0), dict(plateau_tol=-0.1), dict(clip_max=1.5)])
+                                dict(plateau_window=0), dict(plateau_tol=-0.1), dict(clip_max=1.5),
+                                dict(ema=1.0), dict(ema=-0.1)])
 def test_bcconfig_validation(kw):
     with pytest.raises(ValueError):
         _cfg(**kw)
@@ -158,6 +159,49 @@ def test_pretrain_saves_exactly_the_confirmed_weights(tmp_path, monkeypatch):
     gate = json.loads((tmp_path / "g" / "gate.json").read_text())
     assert [c["step"] for c in gate["checks"]] == [20, 40] and gate["checks"][1]["rolled_back_to"] == 20
     assert json.loads((ckpt / "config.json").read_text())["result"]["bc/steps"] == 20
+
+
+def test_ema_checks_and_saves_the_moving_average_and_leaves_training_unchanged(tmp_path, monkeypatch):
+    """--ema d: the checked and saved policy is the warmed-up average a_t = a_{t-1} + tau_t (w_t - a_{t-1}) with
+    tau_t = 1 - min(d, (1 + t) / (10 + t)), a_0 = the initial weights; the trained weights are those of ema=0."""
+    from safetensors.torch import load_file
+
+    task = get_task("toy")
+    write_demos(tmp_path / "d.hdf5", task.demos(20, 0), task.meta())
+    seen = {}
+
+    def fake(policy, bon, venv, H, cfg, kind, step, device):
+        seen[cfg.ema] = {k: v.clone() for k, v in policy.state_dict().items()}
+        return {"success": 0.0, "return": 0.0, "success_length": 1.0, "episodes": 4.0}
+
+    raw, taus, start = [], [], {}
+    real = bc_mod.polyak
+
+    def recording(target, source, tau):
+        if not start:
+            start.update({k: v.clone() for k, v in target.state_dict().items()})
+        raw.append({k: v.clone() for k, v in source.state_dict().items()})
+        taus.append(tau)
+        real(target, source, tau)
+
+    monkeypatch.setattr(bc_mod, "_evaluate", fake)
+    monkeypatch.setattr(bc_mod, "polyak", recording)
+    ckpts = {}
+    for d in (0.0, 0.9):
+        cfg = bc_preset("toy", "tiny", str(tmp_path / "d.hdf5"), clip=False, steps=12, eval_every=100, ema=d,
+                        eval_episodes=4, eval_envs=4, out_dir=str(tmp_path), run_name=f"e{d}")
+        ckpts[d] = load_file(str(pretrain(cfg)[0] / "model.safetensors"))
+    assert len(raw) == 12 and taus == pytest.approx([1 - min(0.9, (1 + t) / (10 + t)) for t in range(1, 13)])
+    for k, a in start.items():
+        if "normalizer" in k:  # buffers: fitted once before training and copied, never averaged
+            a = raw[-1][k]
+        else:
+            for w, tau in zip(raw, taus):
+                a = a + tau * (w[k] - a)
+        torch.testing.assert_close(ckpts[0.9][f"actor.{k}"], a, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(seen[0.9][k], a, rtol=1e-5, atol=1e-6)
+        assert torch.equal(ckpts[0.0][f"actor.{k}"], raw[-1][k])  # the average never feeds back into training
+    assert not torch.allclose(ckpts[0.9]["actor.net.0.weight"], ckpts[0.0]["actor.net.0.weight"])
 
 
 # ------------------------------------------------------------------------------------------------ operator noise

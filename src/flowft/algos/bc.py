@@ -12,6 +12,7 @@ ensemble, exactly what the paper-size finetuning run executes at its step 0; `sd
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import sys
@@ -26,6 +27,7 @@ from tqdm import tqdm
 
 from flowft import __version__
 from flowft.algos.bc_gate import ClipGate, LossPlateau
+from flowft.critics.ensemble import polyak
 from flowft.data.load import load_demos
 from flowft.data.readers import ReadOptions
 from flowft.envs.make import make_vec_env
@@ -61,6 +63,10 @@ class BCConfig:
     """AdamW learning rate."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
+    ema: float = 0.0
+    """Decay of an exponential moving average of the weights (as in Diffusion Policy), warmed up as
+    min(ema, (1 + t) / (10 + t)) at step t. When > 0 the averaged weights are the policy: every clip check, the
+    confirmation and the saved checkpoint use them. 0: the raw weights (every published BC)."""
     eval_every: int = 5_000
     """Gradient steps between clip checks (5k square, 1k Adroit)."""
     eval_episodes: int = 64
@@ -149,7 +155,7 @@ class BCConfig:
 _RULES = rules({
     ("steps", "batch_size", "eval_every", "eval_episodes", "eval_envs", "plateau_window", "confirm_episodes",
      "clip_critic_heads"): INT_POS, ("min_steps", "seed"): INT_NONNEG, "lr": POS,
-    ("weight_decay", "plateau_tol"): NONNEG,
+    ("weight_decay", "plateau_tol"): NONNEG, "ema": number(ge=0, lt=1, note="0 turns the average off"),
     "clip_threshold": number(ge=0, note="> 1 never clips with --gate first-check"), "clip_max": UNIT,
     "max_episodes": integer(1, none="all"), "threads": integer(1, none="torch's choice"),
     "success_reward": number(none="no threshold (rules other than reward)")})
@@ -174,9 +180,11 @@ def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
     venv = make_vec_env(task, cfg.eval_envs)
     policy = FlowPolicy(obs_dim, act_dim, H, cfg.policy).to(device)
     policy.fit_normalizers(torch.from_numpy(data.obs), torch.from_numpy(data.actions))
+    # the policy that is checked and saved: the trained weights, or their moving average (--ema)
+    shown = copy.deepcopy(policy) if cfg.ema > 0 else policy
     bon = _clip_gate(policy, cfg, H, device) if "bon" in (cfg.clip_sampler, cfg.confirm_sampler) else None
-    evaluate = lambda kind, step: _evaluate(policy, bon, venv, H, cfg, kind, step, device)  # noqa: E731
-    gate = ClipGate(cfg, policy, evaluate) if cfg.clip and cfg.gate == "confirmed" else None
+    evaluate = lambda kind, step: _evaluate(shown, bon, venv, H, cfg, kind, step, device)  # noqa: E731
+    gate = ClipGate(cfg, shown, evaluate) if cfg.clip and cfg.gate == "confirmed" else None
     stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
     run_dir = Path(cfg.out_dir) / (cfg.run_name or f"bc-{task_slug(cfg.task)}-s{cfg.seed}-{stamp}")
     run_dir.mkdir(parents=True, exist_ok=False)
@@ -186,8 +194,8 @@ def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
     write_json(run_dir / "config.json", config)
     record_provenance(run_dir)
     logger = Logger(run_dir, cfg.log, config)
-    step, result = _train(cfg, policy, data, H, device, logger, evaluate, gate)
-    if gate is not None:  # the confirmed weights to save are loaded into `policy` here
+    step, result = _train(cfg, policy, shown, data, H, device, logger, evaluate, gate)
+    if gate is not None:  # the confirmed weights to save are loaded into `shown` here
         result = {**gate.finish(step), "bc/gate": cfg.gate}
         (run_dir / "gate.json").write_text(json.dumps({"checks": gate.history, "result": result}, indent=1,
                                                       default=float))
@@ -196,7 +204,7 @@ def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
               f"rolled_back={result['bc/rolled_back']}, over_ceiling={result['bc/over_ceiling']})", file=sys.stderr)
     final = run_dir / "checkpoint"
     tmp = atomic_dir(final)
-    save_modules(tmp / "model.safetensors", {"actor": policy})
+    save_modules(tmp / "model.safetensors", {"actor": shown})
     # format_version: the manifest written by commit_dir is then required (a missing one reads as damage)
     write_json(tmp / "config.json", {"format_version": CHECKPOINT_FORMAT, **config, "result": result})
     commit_dir(tmp, final)
@@ -204,25 +212,31 @@ def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
     return final, result
 
 
-def _train(cfg: BCConfig, policy: FlowPolicy, data, H: int, device, logger: Logger, evaluate,
+def _train(cfg: BCConfig, policy: FlowPolicy, shown: FlowPolicy, data, H: int, device, logger: Logger, evaluate,
            gate: ClipGate | None) -> tuple[int, dict]:
-    """The BC gradient steps and periodic checks; returns (last step, result of the first-check / no-clip path)."""
+    """The BC gradient steps and periodic checks; returns (last step, result of the first-check / no-clip path).
+    `shown` is the policy the checks read: `policy` itself, or (cfg.ema > 0) its moving average, updated here."""
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     plateau = gate.plateau if gate is not None else LossPlateau(cfg.plateau_window, cfg.plateau_tol)
     rng, gen = np.random.default_rng(cfg.seed), torch.Generator(device=device).manual_seed(cfg.seed)
     # a bar over the step budget (with ETA to it: a clip can stop earlier); check lines are written above it
     bar = tqdm(total=cfg.steps, desc="BC", unit="step", dynamic_ncols=True, disable=None if cfg.log.progress else True)
     try:
-        step, result = _steps(cfg, policy, data, H, device, logger, evaluate, gate, opt, plateau, rng, gen, bar)
+        average = (lambda t: polyak(shown, policy, 1 - min(cfg.ema, (1 + t) / (10 + t)))) if shown is not policy \
+            else (lambda t: None)
+        step, result = _steps(cfg, policy, data, H, device, logger, evaluate, gate, (opt, average), plateau, rng, gen,
+                              bar)
     finally:
         bar.close()
     clipped = bool(cfg.clip and result.get("eval/success", 0) >= cfg.clip_threshold)
     return step, {**result, "bc/steps": step, "bc/clipped": clipped, "bc/gate": cfg.gate if cfg.clip else "none"}
 
 
-def _steps(cfg: BCConfig, policy: FlowPolicy, data, H: int, device, logger: Logger, evaluate, gate, opt, plateau,
-           rng, gen, bar) -> tuple[int, dict]:
-    """Gradient steps until the budget or a clip; returns (last step, result of the first-check / no-clip path)."""
+def _steps(cfg: BCConfig, policy: FlowPolicy, data, H: int, device, logger: Logger, evaluate, gate, opt_average,
+           plateau, rng, gen, bar) -> tuple[int, dict]:
+    """Gradient steps until the budget or a clip; returns (last step, result of the first-check / no-clip path).
+    `opt_average`: (the optimizer, the weight average's update after each step)."""
+    opt, average = opt_average
     result: dict = {}
     for step in range(1, cfg.steps + 1):
         obs, actions, valid = (x.to(device) for x in data.sample_chunks(cfg.batch_size, H, rng))
@@ -232,6 +246,7 @@ def _steps(cfg: BCConfig, policy: FlowPolicy, data, H: int, device, logger: Logg
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        average(step)
         plateau.update(loss.item())
         bar.update(1)
         losses = {"train/bc_loss": loss.item(), "train/bc_loss_smooth": plateau.smoothed(),
