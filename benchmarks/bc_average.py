@@ -1,0 +1,83 @@
+"""Does a moving average of the BC weights (`flowft pretrain --ema`) make a stronger start than the raw weights?
+
+One BC training with the tiny preset's network, lr and batch (no gate), and at each of --at the ODE success on
+--episodes episodes of the raw weights and of each --ema average, all on the BC gate confirmation's reset seeds for that
+step (so a raw reading here equals a confirmation the gate would have made there). One JSON line per step to stdout
+and --out. docs/tasks.md "Averaged BC weights" has the numbers.
+
+    python benchmarks/bc_average.py --task can --demos can-s1-n40.hdf5 --seed 1 --at 10000 20000 --ema 0.999
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+
+import numpy as np
+import torch
+
+from flowft.critics.ensemble import polyak
+from flowft.data.load import load_demos
+from flowft.data.readers import ReadOptions
+from flowft.envs.make import make_vec_env
+from flowft.policies.flow import FlowPolicy
+from flowft.presets import policy_config
+from flowft.registry import get_task
+from flowft.train.evaluate import evaluate
+from flowft.utils.seeding import seed_everything
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", default="can")
+    ap.add_argument("--demos", required=True, help="demo file (flowft demos)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--at", type=int, nargs="+", default=[10_000, 20_000], help="BC steps to evaluate at")
+    ap.add_argument("--ema", type=float, nargs="*", default=[0.999], help="averaging decays (as --ema); none: raw only")
+    ap.add_argument("--episodes", type=int, default=64)
+    ap.add_argument("--envs", type=int, default=8, help="evaluation envs, stepped in this process")
+    ap.add_argument("--out", default=None, help="also append the JSON lines here")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    seed_everything(a.seed)
+    task = get_task(a.task)
+    H = task.chunk_len
+    probe = task.make(False)
+    bounds = (probe.action_space.low, probe.action_space.high)
+    probe.close()
+    data = load_demos(a.demos, "auto", ReadOptions((), None, "auto", None, True, None, bounds))
+    policy = FlowPolicy(data.obs.shape[1], data.actions.shape[1], H, policy_config(a.task, "tiny"))
+    policy.fit_normalizers(torch.from_numpy(data.obs), torch.from_numpy(data.actions))
+    averages = {d: copy.deepcopy(policy) for d in a.ema}
+    opt = torch.optim.AdamW(policy.parameters(), lr=3e-4, weight_decay=0.0)  # BCConfig's defaults
+    rng, gen = np.random.default_rng(a.seed), torch.Generator().manual_seed(a.seed)
+    venv = make_vec_env(task, a.envs, vectorization="sync")  # one process: fair to experiments sharing the CPU
+
+    def success(pol: FlowPolicy, step: int) -> float:  # the gate's confirmation (bc._evaluate, kind "confirm")
+        g = torch.Generator().manual_seed(a.seed * 7919 + step + 1_000_003)
+        return evaluate(lambda o: pol.sample_ode(o, generator=g), venv, H, a.episodes, seed=a.seed + 30_000,
+                        stream=step, device=torch.device("cpu"))["success"]
+
+    t0 = time.time()
+    for step in range(1, max(a.at) + 1):
+        obs, actions, valid = data.sample_chunks(256, H, rng)
+        loss = policy.cfm_loss(obs, actions, valid, generator=gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        for d, m in averages.items():
+            polyak(m, policy, 1 - min(d, (1 + step) / (10 + step)))  # bc.py's warm-up
+        if step in a.at:
+            row = {"step": step, "loss": loss.item(), "raw": success(policy, step),
+                   **{f"ema{d}": success(m, step) for d, m in averages.items()}, "wall": time.time() - t0}
+            print(json.dumps(row), flush=True)
+            if a.out:
+                with open(a.out, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+    venv.close()
+
+
+if __name__ == "__main__":
+    main()
