@@ -18,14 +18,13 @@ import time
 import numpy as np
 import torch
 
+from flowft.algos import bc
 from flowft.critics.ensemble import polyak
 from flowft.data.load import load_demos
-from flowft.data.readers import ReadOptions
 from flowft.envs.make import make_vec_env
 from flowft.policies.flow import FlowPolicy
-from flowft.presets import policy_config
+from flowft.presets import bc_preset
 from flowft.registry import get_task
-from flowft.train.evaluate import evaluate
 from flowft.utils.seeding import seed_everything
 
 
@@ -47,28 +46,29 @@ def main() -> None:
     probe = task.make(False)
     bounds = (probe.action_space.low, probe.action_space.high)
     probe.close()
-    data = load_demos(a.demos, "auto", ReadOptions((), None, "auto", None, True, None, bounds))
-    policy = FlowPolicy(data.obs.shape[1], data.actions.shape[1], H, policy_config(a.task, "tiny"))
+    # the task's tiny BC preset: its network, lr, batch and demo reading; the confirmation on --episodes episodes
+    cfg = bc_preset(a.task, "tiny", a.demos, seed=a.seed, confirm_episodes=a.episodes, confirm_sampler="ode")
+    data = load_demos(a.demos, cfg.demos_format, cfg.read_options(bounds))
+    policy = FlowPolicy(data.obs.shape[1], data.actions.shape[1], H, cfg.policy)
     policy.fit_normalizers(torch.from_numpy(data.obs), torch.from_numpy(data.actions))
     averages = {d: copy.deepcopy(policy) for d in a.ema}
-    opt = torch.optim.AdamW(policy.parameters(), lr=3e-4, weight_decay=0.0)  # BCConfig's defaults
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng, gen = np.random.default_rng(a.seed), torch.Generator().manual_seed(a.seed)
     venv = make_vec_env(task, a.envs, vectorization="sync")  # one process: fair to experiments sharing the CPU
+    cpu = torch.device("cpu")
 
-    def success(pol: FlowPolicy, step: int) -> float:  # the gate's confirmation (bc._evaluate, kind "confirm")
-        g = torch.Generator().manual_seed(a.seed * 7919 + step + 1_000_003)
-        return evaluate(lambda o: pol.sample_ode(o, generator=g), venv, H, a.episodes, seed=a.seed + 30_000,
-                        stream=step, device=torch.device("cpu"))["success"]
+    def success(pol: FlowPolicy, step: int) -> float:  # exactly the gate's confirmation at this step
+        return bc._evaluate(pol, None, venv, H, cfg, "confirm", step, cpu)["success"]
 
     t0 = time.time()
     for step in range(1, max(a.at) + 1):
-        obs, actions, valid = data.sample_chunks(256, H, rng)
+        obs, actions, valid = data.sample_chunks(cfg.batch_size, H, rng)
         loss = policy.cfm_loss(obs, actions, valid, generator=gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         for d, m in averages.items():
-            polyak(m, policy, 1 - min(d, (1 + step) / (10 + step)))  # bc.py's warm-up
+            polyak(m, policy, bc.ema_rate(d, step))
         if step in a.at:
             row = {"step": step, "loss": loss.item(), "raw": success(policy, step),
                    **{f"ema{d}": success(m, step) for d, m in averages.items()}, "wall": time.time() - t0}

@@ -212,6 +212,12 @@ def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
     return final, result
 
 
+def ema_rate(decay: float, step: int) -> float:
+    """Polyak rate of --ema's average after gradient step `step` (1-based): 1 - min(decay, (1 + t) / (10 + t)), so
+    early steps move the average fast and it settles at 1 - decay."""
+    return 1 - min(decay, (1 + step) / (10 + step))
+
+
 def _train(cfg: BCConfig, policy: FlowPolicy, shown: FlowPolicy, data, H: int, device, logger: Logger, evaluate,
            gate: ClipGate | None) -> tuple[int, dict]:
     """The BC gradient steps and periodic checks; returns (last step, result of the first-check / no-clip path).
@@ -222,9 +228,7 @@ def _train(cfg: BCConfig, policy: FlowPolicy, shown: FlowPolicy, data, H: int, d
     # a bar over the step budget (with ETA to it: a clip can stop earlier); check lines are written above it
     bar = tqdm(total=cfg.steps, desc="BC", unit="step", dynamic_ncols=True, disable=None if cfg.log.progress else True)
     try:
-        average = (lambda t: polyak(shown, policy, 1 - min(cfg.ema, (1 + t) / (10 + t)))) if shown is not policy \
-            else (lambda t: None)
-        step, result = _steps(cfg, policy, data, H, device, logger, evaluate, gate, (opt, average), plateau, rng, gen,
+        step, result = _steps(cfg, policy, shown, data, H, device, logger, evaluate, gate, opt, plateau, rng, gen,
                               bar)
     finally:
         bar.close()
@@ -232,11 +236,9 @@ def _train(cfg: BCConfig, policy: FlowPolicy, shown: FlowPolicy, data, H: int, d
     return step, {**result, "bc/steps": step, "bc/clipped": clipped, "bc/gate": cfg.gate if cfg.clip else "none"}
 
 
-def _steps(cfg: BCConfig, policy: FlowPolicy, data, H: int, device, logger: Logger, evaluate, gate, opt_average,
-           plateau, rng, gen, bar) -> tuple[int, dict]:
-    """Gradient steps until the budget or a clip; returns (last step, result of the first-check / no-clip path).
-    `opt_average`: (the optimizer, the weight average's update after each step)."""
-    opt, average = opt_average
+def _steps(cfg: BCConfig, policy: FlowPolicy, shown: FlowPolicy, data, H: int, device, logger: Logger, evaluate, gate,
+           opt, plateau, rng, gen, bar) -> tuple[int, dict]:
+    """Gradient steps until the budget or a clip; returns (last step, result of the first-check / no-clip path)."""
     result: dict = {}
     for step in range(1, cfg.steps + 1):
         obs, actions, valid = (x.to(device) for x in data.sample_chunks(cfg.batch_size, H, rng))
@@ -246,7 +248,8 @@ def _steps(cfg: BCConfig, policy: FlowPolicy, data, H: int, device, logger: Logg
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        average(step)
+        if shown is not policy:
+            polyak(shown, policy, ema_rate(cfg.ema, step))
         plateau.update(loss.item())
         bar.update(1)
         losses = {"train/bc_loss": loss.item(), "train/bc_loss_smooth": plateau.smoothed(),
