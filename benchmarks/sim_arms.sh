@@ -39,6 +39,9 @@ declare -A ARMS=(  # TASK/ARM -> "ALGO FLAGS..." (the commit each was first run 
   [can/preset-n40]="ogpo-plus-ca"                              # (session 25)
   # the Can preset with a 3x256 velocity MLP, from its own BC on the suite's demos (ARM_BC below)
   [can/preset-p256x3]="ogpo-plus-ca --algo.policy.hidden 256 256 256"  # (session 25)
+  # the authors' flow-time embedding (sin/cos of raw t, then Linear-GELU-Linear): its Can BCs read higher than the
+  # preset's on the gate confirmation's episodes (docs/tasks.md "Time embedding"); the Can preset from such a BC
+  [can/preset-te-mlp]="ogpo-plus-ca --algo.policy.time-embed mlp"  # (session 27)
 )
 # Arms whose policy differs from the suite's BC: "BC_NAME PRETRAIN_FLAGS...". Their BC is
 # BENCH/sim-recipe/TASK/BC_NAME/sSEED, made when missing by `flowft pretrain` (the task's BC preset, the same seed,
@@ -47,6 +50,7 @@ declare -A ARM_BC=(
   [door/ogpo-plus-fast-utd1-p256x3]="bc-p256x3 --policy.hidden 256 256 256"
   [can/preset-n40]="bc-n40"
   [can/preset-p256x3]="bc-p256x3 --policy.hidden 256 256 256"
+  [can/preset-te-mlp]="bc-te-mlp --policy.time-embed mlp"
 )
 # Arms whose BC trains on a demo file of its own size: episodes per seed. The file is
 # BENCH/sim-recipe/TASK/demos/sSEED-nN-default.hdf5, made when missing by `flowft demos` (the task's default style).

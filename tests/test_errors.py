@@ -87,6 +87,14 @@ def test_bc_checkpoint_with_another_architecture(bc, tmp_path):
         Trainer(cfg)
 
 
+def test_bc_checkpoint_with_another_time_embedding(bc, tmp_path):
+    """The authors' time embedding adds parameters: a mismatch is one line naming the field, not a state-dict error."""
+    cfg = train_preset("ogpo-plus-ca", "toy", "tiny", bc_checkpoint=str(bc), out_dir=str(tmp_path))
+    cfg = replace(cfg, algo=replace(cfg.algo, policy=replace(cfg.algo.policy, time_embed="mlp")))
+    with pytest.raises(ValueError, match=r"architecture differs in \['time_embed'\] \(\['scaled'\] vs \['mlp'\]\)"):
+        Trainer(cfg)
+
+
 def test_train_without_bc_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="bc-checkpoint is required"):
         Trainer(train_preset("ogpo", "toy", "tiny", out_dir=str(tmp_path)))

@@ -16,7 +16,8 @@ from flowft.utils.checkpoint import CheckpointError, NoCheckpointError, latest_c
 from flowft.utils.config_io import from_dict
 from flowft.utils.manifest import MANIFEST, CheckpointWarning, check_dir
 
-ARCH_FIELDS = ("hidden", "activation", "time_embed_dim")
+# the fields that change the actor's parameters: a BC checkpoint must agree on all of them with the run it starts
+ARCH_FIELDS = ("hidden", "activation", "time_embed", "time_embed_dim")
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -72,7 +73,7 @@ def load_bc_actor(path: str | Path, dims: dict, policy_cfg: FlowPolicyConfig,
     if bad:
         raise ConfigError(f"--run.bc-checkpoint {ckpt}: actor architecture differs in {bad} "
                          f"({[getattr(bc_policy, f) for f in bad]} vs {[getattr(policy_cfg, f) for f in bad]}); "
-                         "pretrain with the same --size as the finetuning preset")
+                         "pretrain with the same --size (and --policy.* flags) as the finetuning preset")
     policy, _ = _load_actor(ckpt)
     return policy.state_dict()
 
