@@ -16,7 +16,7 @@ import torch
 
 from flowft.algos.base import ActMode, Algorithm, check_finite, load_bc
 from flowft.algos.ogpo_config import OGPOConfig
-from flowft.critics.ensemble import CriticEnsemble, aggregate, polyak
+from flowft.critics.ensemble import CriticEnsemble, aggregate, pick_best, polyak
 from flowft.critics.targets import chunk_returns, td_target
 from flowft.data.buffer import ReplayBuffer
 from flowft.objectives.advantages import advantages
@@ -84,8 +84,7 @@ class OGPO(Algorithm):
             return s.actions[0]
         q = self.critic_target(obs.unsqueeze(0).expand(n, *obs.shape), s.actions)  # [M, n, N]
         # an explicit generator (evaluation) also picks the heads, so evaluating never advances training RNG
-        best = aggregate(q, self.cfg.bon_agg, self.head_gen if generator is None else gen).argmax(0)  # [N]
-        return s.actions[best, torch.arange(obs.shape[0], device=obs.device)]
+        return pick_best(s.actions, q, self.cfg.bon_agg, self.head_gen if generator is None else gen)[0]
 
     # --------------------------------------------------------------------------------------------- update
     def update(self, buffer: ReplayBuffer) -> dict[str, float]:
@@ -113,6 +112,8 @@ class OGPO(Algorithm):
             bc_loss = self.fast.cfm_loss(self.actor, bc.obs, bc.actions, bc.valid, self.gen)
             (cfg.bc_coeff * bc_loss).backward()
             stats.update({"actor/bc_loss": bc_loss.item(), "actor/bc_on_success": float(use_sb)})
+        if cfg.bon_distill_coeff > 0 and self.grad_steps >= cfg.bon_after_updates:
+            stats.update(self._bon_distill(S, actions))  # backward() inside
         # the schedule counts actor updates, not grad_steps: the critic-only warm-up must not use up the actor's
         # lr warm-up (the reference counts from the actor's first step; recipe audit)
         lr = restarting_warmup_cosine(self.actor_steps, cfg.actor_lr, cfg.actor_lr_floor, cfg.lr_warmup, cfg.lr_cycle,
@@ -129,6 +130,19 @@ class OGPO(Algorithm):
             along, orth = variance_along_direction(actions.flatten(-2), g)
             stats.update({"actor/var_along_gradq": along, "actor/var_orth_gradq": orth})
         return stats
+
+    def _bon_distill(self, S: torch.Tensor, actions: torch.Tensor) -> dict[str, float]:
+        """Best-of-N distillation: CFM of the online actor on the chunk Best-of-N acting would execute at each
+        state, picked among the first best_of_n imagined actions [G, B, H, Da] of this actor step (the same EMA
+        actor, target critic and `bon_agg` as acting), so the ODE policy follows the critic's choice."""
+        cfg, cands = self.cfg, actions[: self.cfg.best_of_n]  # [n, B, H, Da]
+        with torch.no_grad():
+            q = self.fast.score(self.critic_target, S.unsqueeze(0).expand(cands.shape[0], *S.shape), cands)  # [M, n, B]
+            picked, score = pick_best(cands, q, cfg.bon_agg, self.head_gen)  # [B, H, Da], [n, B]
+        loss = self.fast.cfm_loss(self.actor, S, picked, None, self.gen)
+        (cfg.bon_distill_coeff * loss).backward()
+        # how far the pick sits above an average candidate, in aggregated target Q
+        return {"actor/distill_loss": loss.item(), "actor/distill_q_gain": (score.max(0).values - score.mean(0)).mean().item()}
 
     def _slices(self, B: int) -> list[slice]:
         return group_slices(self.cfg.group_size, B, self.cfg.microbatch_chains, self.device.type)

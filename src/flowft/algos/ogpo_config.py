@@ -40,6 +40,11 @@ class OGPOConfig:
     """lambda_BC of the flow-matching cloning term (OGPO+); 0 disables it."""
     bc_source: Literal["success", "replay"] = "success"
     """success: success-buffer batch, falling back to the replay batch before any success (the reference)."""
+    bon_distill_coeff: float = 0.0
+    """lambda of Best-of-N distillation: a flow-matching term on the chunk Best-of-N acting would execute at each
+    actor state, i.e. the `bon_agg` target-Q argmax among the first `best_of_n` of the actor step's imagined group
+    (EMA-actor samples). It moves the flow itself toward the critic's pick (the QC references' `bon_sft`); it starts
+    with Best-of-N acting (`bon_after_updates`). 0 = off (the OGPO reference)."""
     best_of_n: int = 8
     """Acting: N SDE samples from the target actor, execute argmax of `bon_agg` target Q (1 = plain SDE)."""
     bon_agg: Aggregation = "subsample"
@@ -125,7 +130,12 @@ class OGPOConfig:
             (c.lr_warmup <= c.lr_cycle, "lr_warmup", f"must be <= {flag('lr_cycle')} ({c.lr_cycle})"),
             # the penultimate advantage reads the 2nd smallest / 2nd largest head
             (c.advantage != "penultimate" or c.critic.num_heads >= 2, "critic.num_heads",
-             f"must be >= 2 with {flag('advantage')} penultimate")])
+             f"must be >= 2 with {flag('advantage')} penultimate"),
+            # the distillation target is picked among the actor step's own group of imagined actions
+            (c.bon_distill_coeff == 0 or 2 <= c.best_of_n <= c.group_size, "best_of_n",
+             f"must be in [2, {flag('group_size')} ({c.group_size})] with {flag('bon_distill_coeff')} > 0"),
+            (c.bon_distill_coeff == 0 or c.extraction != "bptt", "bon_distill_coeff",
+             f"must be 0 with {flag('extraction')} bptt (it has no imagined group)")])
 
 
 _RULES = rules({
@@ -140,6 +150,7 @@ _RULES = rules({
      "fpo_diff_clamp"): POS,
     ("actor_lr_floor", "weight_decay"): NONNEG,
     "bc_coeff": number(ge=0, note="0 = no cloning term"),
+    "bon_distill_coeff": number(ge=0, note="0 = no Best-of-N distillation"),
     "awr_beta_neg": number(gt=0, none="infinite"),
     "fpo_huber_delta": number(gt=0, none="squared error"),
     "adv_clip_min": number(none="no clip"),

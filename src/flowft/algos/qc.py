@@ -33,7 +33,7 @@ from typing import Literal
 import torch
 
 from flowft.algos.base import ActMode, Algorithm, check_finite, load_bc
-from flowft.critics.ensemble import Aggregation, CriticConfig, CriticEnsemble, aggregate, polyak
+from flowft.critics.ensemble import Aggregation, CriticConfig, CriticEnsemble, aggregate, pick_best, polyak
 from flowft.critics.targets import chunk_returns, td_target
 from flowft.data.buffer import ReplayBuffer
 from flowft.policies.flow import FlowPolicy, FlowPolicyConfig
@@ -122,9 +122,8 @@ class QC(Algorithm):
         obs_rep = obs.unsqueeze(0).expand(n, B, self.obs_dim)  # [n, B, Do]
         cands = self.actor.sample_ode(obs_rep.reshape(n * B, self.obs_dim), generator=gen)
         cands = cands.view(n, B, self.chunk_len, self.act_dim)  # [n, B, H, Da]
-        score = aggregate(self.critic(obs_rep, cands), self.cfg.q_agg, head_gen)  # [M, n, B] -> [n, B]
-        best = score.argmax(0)  # [B]
-        return cands[best, torch.arange(B, device=obs.device)], cands, score
+        best, score = pick_best(cands, self.critic(obs_rep, cands), self.cfg.q_agg, head_gen)  # q [M, n, B]
+        return best, cands, score
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, mode: ActMode, generator: torch.Generator | None = None) -> torch.Tensor:

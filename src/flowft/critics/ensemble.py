@@ -99,6 +99,15 @@ def aggregate(q: torch.Tensor, how: Aggregation, generator: torch.Generator | No
     return q.index_select(0, idx).min(0).values
 
 
+def pick_best(cands: torch.Tensor, q: torch.Tensor, how: Aggregation,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best-of-N selection: candidates [n, B, H, Da] with scores q [M, n, B] -> (the `how`-aggregated argmax
+    chunk per state [B, H, Da], the aggregated scores [n, B])."""
+    score = aggregate(q, how, generator)  # [n, B]
+    best = score.argmax(0)  # [B]
+    return cands[best, torch.arange(cands.shape[1], device=cands.device)], score
+
+
 @torch.no_grad()
 def polyak(target: nn.Module, source: nn.Module, tau: float) -> None:
     """target <- (1 - tau) * target + tau * source on parameters; buffers (normalisers) are copied."""
