@@ -45,6 +45,7 @@ declare -A ARMS=(  # TASK/ARM -> "ALGO FLAGS..." (the commit each was first run 
   # QC's best-of-8 read 0.91 on Can seed 1 while its flow's ODE read 0.28: the Can preset plus a flow-matching term on
   # the critic's pick among 8 imagined chunks per actor state (Best-of-N distillation), so the ODE follows the pick
   [can/preset-distill]="ogpo-plus-ca --algo.bon-distill-coeff 1.0"  # (session 29)
+  [can/preset]="ogpo-plus-ca"  # the Can preset as it is (Best-of-8 included): preset-distill's control, same BCs (session 29)
 )
 # Arms whose policy differs from the suite's BC: "BC_NAME PRETRAIN_FLAGS...". Their BC is
 # BENCH/sim-recipe/TASK/BC_NAME/sSEED, made when missing by `flowft pretrain` (the task's BC preset, the same seed,
