@@ -141,8 +141,8 @@ class OGPO(Algorithm):
             picked, score = pick_best(cands, q, cfg.bon_agg, self.head_gen)  # [B, H, Da], [n, B]
         loss = self.fast.cfm_loss(self.actor, S, picked, None, self.gen)
         (cfg.bon_distill_coeff * loss).backward()
-        # how far the pick sits above an average candidate, in aggregated target Q
-        return {"actor/distill_loss": loss.item(), "actor/distill_q_gain": (score.max(0).values - score.mean(0)).mean().item()}
+        gain = (score.max(0).values - score.mean(0)).mean()  # how far the pick sits above an average candidate
+        return {"actor/distill_loss": loss.item(), "actor/distill_q_gain": gain.item()}
 
     def _slices(self, B: int) -> list[slice]:
         return group_slices(self.cfg.group_size, B, self.cfg.microbatch_chains, self.device.type)
