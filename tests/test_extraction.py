@@ -211,7 +211,7 @@ def bc(tmp_path_factory):
 
 def test_fpo_update_has_ratio_one_before_any_step():
     algo = OGPO(replace(ogpo_config("ogpo-fpo", "toy", "tiny"), group_size=4), 6, 2, 4, torch.device("cpu"), 0)
-    stats, actions = algo._ode_group_loss(torch.randn(5, 6))
+    stats, actions, _ = algo._ode_group_loss(torch.randn(5, 6))
     assert stats["actor/ratio_mean"] == 1.0 and stats["actor/ratio_max"] == 1.0 and stats["actor/clip_frac"] == 0.0
     assert actions.shape == (4, 5, 4, 2)
 

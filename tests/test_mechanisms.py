@@ -114,7 +114,7 @@ def test_imagination_and_old_logprobs_come_from_the_ema_actor(monkeypatch):
 
     monkeypatch.setattr(ogpo_mod, "ppo_clip_loss", spy)
     state = algo.gen.get_state()
-    stats, actions = algo._ppo_loss(S)
+    stats, actions, _ = algo._ppo_loss(S)
     ema = algo.actor_target.sample_sde(S, 4, generator=torch.Generator().set_state(state))  # the same draws
     online = algo.actor.sample_sde(S, 4, generator=torch.Generator().set_state(state))
     torch.testing.assert_close(actions, ema.actions, rtol=0, atol=1e-6)
@@ -134,7 +134,7 @@ def test_ode_group_extractions_sample_from_the_ema_actor():
     algo.critic_target = QuadQ()
     S = torch.randn(2, OBS, generator=torch.Generator().manual_seed(3))
     state = algo.gen.get_state()
-    _, actions = algo._ode_group_loss(S)
+    _, actions, _ = algo._ode_group_loss(S)
     rep = S.unsqueeze(0).expand(3, 2, OBS).reshape(6, OBS)
     ema = algo.actor_target.sample_ode(rep, generator=torch.Generator().set_state(state)).unflatten(0, (3, 2))
     online = algo.actor.sample_ode(rep, generator=torch.Generator().set_state(state)).unflatten(0, (3, 2))

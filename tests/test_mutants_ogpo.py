@@ -85,7 +85,7 @@ def test_ppo_loss_gradient_and_stats_match_the_whole_group_reference(extraction,
     algo.critic_target = QuadQ()
     S, cfg = states(3), algo.cfg
     gen = replay(algo.gen)
-    stats, actions = algo._ppo_loss(S)
+    stats, actions, _ = algo._ppo_loss(S)
     im = algo.actor_target.sample_sde(S, 4, generator=gen)
     q, adv = scores(algo, S, im.actions)
     w = adv if extraction == "ppo" else awr_weights(adv, cfg.awr_beta, cfg.awr_mode, cfg.awr_weight_max, 2.0)
@@ -152,7 +152,7 @@ def test_ode_group_loss_gradient_and_stats_match_the_whole_group_reference(extra
     S = states(2)
     assert [len(range(3)[sl]) for sl in algo._slices(2)] == [2, 1]
     gen = replay(algo.gen)
-    stats, actions = algo._ode_group_loss(S)
+    stats, actions, _ = algo._ode_group_loss(S)
     loss, want, ref_actions, extra_out = ref_ode_loss(algo, S, gen)
     assert_stats(stats, want)
     torch.testing.assert_close(actions, ref_actions)
@@ -178,7 +178,7 @@ def test_bptt_loss_backpropagates_the_aggregated_target_q_through_the_ode(agg):
     algo.critic_target = QuadQ(**Q4)
     S = states(2)
     gen, heads = replay(algo.gen), replay(algo.head_gen)
-    stats, actions = algo._bptt_loss(S)
+    stats, actions, _ = algo._bptt_loss(S)
     x0 = torch.randn(3, 2, algo.actor.flat_dim, generator=gen)
     loss, ref_actions, q = bptt_actor_loss(algo.actor, QuadQ(**Q4), S, x0, agg, heads)
     assert_stats(stats, {"actor/pg_loss": loss.item(), "actor/q_imagined_mean": q.mean().item()})

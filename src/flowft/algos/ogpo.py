@@ -104,8 +104,9 @@ class OGPO(Algorithm):
     def actor_step(self, S: torch.Tensor, buffer: ReplayBuffer, batch) -> dict[str, float]:
         cfg = self.cfg
         self.actor_opt.zero_grad(set_to_none=True)
-        stats, actions = {"ppo": self._ppo_loss, "awr": self._ppo_loss, "awr_fm": self._ode_group_loss, "fpo":
-                          self._ode_group_loss, "bptt": self._bptt_loss}[cfg.extraction](S)  # backward() inside
+        # q: the target critic's scores [G, M, B] of the imagined group (None for bptt, which has no group)
+        stats, actions, q = {"ppo": self._ppo_loss, "awr": self._ppo_loss, "awr_fm": self._ode_group_loss, "fpo":
+                             self._ode_group_loss, "bptt": self._bptt_loss}[cfg.extraction](S)  # backward() inside
         if cfg.bc_coeff > 0:
             use_sb = cfg.bc_source == "success" and buffer.can_sample(success=True)
             bc = buffer.sample(cfg.batch_size, success=True).to(self.device) if use_sb else batch
@@ -113,7 +114,7 @@ class OGPO(Algorithm):
             (cfg.bc_coeff * bc_loss).backward()
             stats.update({"actor/bc_loss": bc_loss.item(), "actor/bc_on_success": float(use_sb)})
         if cfg.bon_distill_coeff > 0 and self.grad_steps >= cfg.bon_after_updates:
-            stats.update(self._bon_distill(S, actions))  # backward() inside
+            stats.update(self._bon_distill(S, actions, q))  # backward() inside
         # the schedule counts actor updates, not grad_steps: the critic-only warm-up must not use up the actor's
         # lr warm-up (the reference counts from the actor's first step; recipe audit)
         lr = restarting_warmup_cosine(self.actor_steps, cfg.actor_lr, cfg.actor_lr_floor, cfg.lr_warmup, cfg.lr_cycle,
@@ -131,14 +132,14 @@ class OGPO(Algorithm):
             stats.update({"actor/var_along_gradq": along, "actor/var_orth_gradq": orth})
         return stats
 
-    def _bon_distill(self, S: torch.Tensor, actions: torch.Tensor) -> dict[str, float]:
+    def _bon_distill(self, S: torch.Tensor, actions: torch.Tensor, q: torch.Tensor) -> dict[str, float]:
         """Best-of-N distillation: CFM of the online actor on the chunk Best-of-N acting would execute at each
-        state, picked among the first best_of_n imagined actions [G, B, H, Da] of this actor step (the same EMA
-        actor, target critic and `bon_agg` as acting), so the ODE policy follows the critic's choice."""
-        cfg, cands = self.cfg, actions[: self.cfg.best_of_n]  # [n, B, H, Da]
+        state, picked among the first best_of_n imagined actions [G, B, H, Da] of this actor step by their
+        target-critic scores q [G, M, B] (the same EMA actor, target critic and `bon_agg` as acting), so the ODE
+        policy follows the critic's choice."""
+        cfg, n = self.cfg, self.cfg.best_of_n
         with torch.no_grad():
-            q = self.fast.score(self.critic_target, S.unsqueeze(0).expand(cands.shape[0], *S.shape), cands)  # [M, n, B]
-            picked, score = pick_best(cands, q, cfg.bon_agg, self.head_gen)  # [B, H, Da], [n, B]
+            picked, score = pick_best(actions[:n], q[:n].transpose(0, 1), cfg.bon_agg, self.head_gen)  # [B, H, Da]
         loss = self.fast.cfm_loss(self.actor, S, picked, None, self.gen)
         (cfg.bon_distill_coeff * loss).backward()
         gain = (score.max(0).values - score.mean(0)).mean()  # how far the pick sits above an average candidate
@@ -172,7 +173,7 @@ class OGPO(Algorithm):
         cfg, G, slices = self.cfg, self.cfg.group_size, self._slices(S.shape[0])
         with torch.no_grad():
             imagined = self.fast.sample_sde(self.actor_target, S, G, self.gen)  # chain [G, B, K+1, d]
-            _, adv, stats = self._group_advantages(S, imagined.actions, slices)
+            q, adv, stats = self._group_advantages(S, imagined.actions, slices)
             w = self._awr_weights(adv, stats) if cfg.extraction == "awr" else adv  # [G, B]
         pg_loss, new_logp = 0.0, []
         for sl in slices:  # gradient accumulation: sum of slice means weighted by slice size = the full mean
@@ -183,7 +184,7 @@ class OGPO(Algorithm):
             new_logp.append(logp.detach())
         stats.update({f"actor/{k}": v for k, v in ratio_stats(torch.cat(new_logp) - imagined.logp, cfg.clip_eps).items()})
         stats["actor/pg_loss"] = pg_loss
-        return stats, imagined.actions
+        return stats, imagined.actions, q
 
     def _ode_group_loss(self, S: torch.Tensor):
         """AWR-FM and FPO/FPO++ (§1.9, §4.4): G ODE samples per state from the EMA actor (the reference's
@@ -192,7 +193,7 @@ class OGPO(Algorithm):
         slices, S_rep = self._slices(B), S.unsqueeze(0).expand(G, B, self.obs_dim)
         with torch.no_grad():
             actions = self.actor_target.sample_ode(S_rep.reshape(G * B, -1), generator=self.gen).unflatten(0, (G, B))
-            _, adv, stats = self._group_advantages(S, actions, slices)  # actions [G, B, H, Da]
+            q, adv, stats = self._group_advantages(S, actions, slices)  # actions [G, B, H, Da]
             x1 = self.actor.normalize_actions(actions)  # [G, B, d] flow space
             fpo, huber = cfg.extraction == "fpo", cfg.fpo_huber_delta if cfg.extraction == "fpo" else None
             w = None if fpo else self._awr_weights(adv, stats)  # [G, B]
@@ -215,14 +216,14 @@ class OGPO(Algorithm):
         if fpo:
             stats.update({f"actor/{k}": v for k, v in ratio_stats(torch.cat(log_rs, 1), cfg.clip_eps).items()})
         stats["actor/pg_loss"] = pg_loss
-        return stats, actions
+        return stats, actions, q
 
     def _bptt_loss(self, S: torch.Tensor):
         """BPTT baseline (§4.6): maximise `target_agg` target Q of ODE(theta, s, x0) through the whole sampler."""
         x0 = torch.randn(self.cfg.bptt_samples, S.shape[0], self.actor.flat_dim, device=self.device, generator=self.gen)
         loss, actions, q = bptt_actor_loss(self.actor, self.critic_target, S, x0, self.cfg.target_agg, self.head_gen)
         loss.backward()
-        return {"actor/pg_loss": loss.item(), "actor/q_imagined_mean": q.mean().item()}, actions.detach()
+        return {"actor/pg_loss": loss.item(), "actor/q_imagined_mean": q.mean().item()}, actions.detach(), None
 
     def critic_step(self, batch) -> dict[str, float]:
         cfg = self.cfg
