@@ -49,6 +49,8 @@ declare -A ARMS=(  # TASK/ARM -> "ALGO FLAGS..." (the commit each was first run 
   # the distilled flow follows its Best-of-8 pick but still rises ~0.05 per 10k on seeds 1-2 at the authors' actor lr
   # (4.5e-5, EMA 0.005): the distillation arm with Lift's fast actor steps and EMA 0.05 (never run past 31k on Can)
   [can/preset-distill-fast]="ogpo-plus-ca --algo.bon-distill-coeff 1.0 $FAST --algo.tau-actor 0.05"  # (session 30)
+  # with coefficient 1 the ODE still read 0.08-0.12 under its Best-of-8 policy on the 100k checkpoints: a 3x pull
+  [can/preset-distill3]="ogpo-plus-ca --algo.bon-distill-coeff 3.0"  # (session 30)
 )
 # Arms whose policy differs from the suite's BC: "BC_NAME PRETRAIN_FLAGS...". Their BC is
 # BENCH/sim-recipe/TASK/BC_NAME/sSEED, made when missing by `flowft pretrain` (the task's BC preset, the same seed,
