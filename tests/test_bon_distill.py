@@ -94,6 +94,7 @@ def test_no_distillation_by_default():
     assert ogpo_config("ogpo-plus-ca", "lift", "tiny").bon_distill_coeff == 0.0
     assert ogpo_config("ogpo-plus-ca", "door", "tiny").bon_distill_coeff == 0.0
     assert ogpo_config("ogpo-plus-ca", "can", "tiny").bon_distill_coeff == 1.0
+    assert ogpo_config("ogpo-bptt", "can", "tiny").bon_distill_coeff == 0.0  # no imagined group to pick from
     algo = make("ogpo-plus-ca", bc_coeff=0.0)
     buf = labelled_buffer()
     stats = algo.actor_step(states(4), buf, buf.sample(16))

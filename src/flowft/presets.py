@@ -56,8 +56,10 @@ def ogpo_config(variant: str, task: str, size: Size) -> OGPOConfig:
     if size == "paper":
         return replace(cfg, bon_agg="subsample_each")  # the reference's per-candidate head pairs
     if spec.simulator and task not in LEGACY_TASKS:  # simulators and user tasks: the authors' recipe + CPU deviations
-        return replace(cfg, critic=replace(cfg.critic, num_heads=SIM_HEADS),
-                       **{**SIM_RECIPE, **TASK_RECIPE.get(task, {})})
+        recipe = {**SIM_RECIPE, **TASK_RECIPE.get(task, {})}
+        if cfg.extraction == "bptt":  # BPTT has no imagined group to distil a Best-of-N pick from
+            recipe.pop("bon_distill_coeff", None)
+        return replace(cfg, critic=replace(cfg.critic, num_heads=SIM_HEADS), **recipe)
     real = SIM_ACTING if spec.simulator else {}
     return replace(cfg, **{**CPU_OVERRIDES, **real, **TASK_OVERRIDES.get(task, {})})
 
