@@ -51,6 +51,9 @@ declare -A ARMS=(  # TASK/ARM -> "ALGO FLAGS..." (the commit each was first run 
   [can/preset-distill-fast]="ogpo-plus-ca --algo.bon-distill-coeff 1.0 $FAST --algo.tau-actor 0.05"  # (session 30)
   # with coefficient 1 the ODE still read 0.08-0.12 under its Best-of-8 policy on the 100k checkpoints: a 3x pull
   [can/preset-distill3]="ogpo-plus-ca --algo.bon-distill-coeff 3.0"  # (session 30)
+  # door acts with one SDE sample, so distillation had no pick to follow: the door preset (OGPO+, fast actor steps,
+  # UTD 1) acting with the critic's best of 8 chains and distilling that pick at Can's 3x pull
+  [door/preset-bon-distill3]="ogpo-plus $BON --algo.bon-distill-coeff 3.0"  # (session 31)
 )
 # Arms whose policy differs from the suite's BC: "BC_NAME PRETRAIN_FLAGS...". Their BC is
 # BENCH/sim-recipe/TASK/BC_NAME/sSEED, made when missing by `flowft pretrain` (the task's BC preset, the same seed,
