@@ -54,6 +54,8 @@ declare -A ARMS=(  # TASK/ARM -> "ALGO FLAGS..." (the commit each was first run 
   # door acts with one SDE sample, so distillation had no pick to follow: the door preset (OGPO+, fast actor steps,
   # UTD 1) acting with the critic's best of 8 chains and distilling that pick at Can's 3x pull
   [door/preset-bon-distill3]="ogpo-plus $BON --algo.bon-distill-coeff 3.0"  # (session 31)
+  # UTD 0.25 -> 1 took door seed 0 from 0.53 to 0.84 at 100k: the door preset at UTD 2 (eager, as the preset runs)
+  [door/preset-utd2]="ogpo-plus --run.utd 2.0"  # (session 31)
 )
 # Arms whose policy differs from the suite's BC: "BC_NAME PRETRAIN_FLAGS...". Their BC is
 # BENCH/sim-recipe/TASK/BC_NAME/sSEED, made when missing by `flowft pretrain` (the task's BC preset, the same seed,

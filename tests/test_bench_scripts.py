@@ -73,7 +73,7 @@ def test_sim_arms_runs_a_named_arm_from_the_bench_bc_of_each_seed():
     assert "lift/preset-bon: ogpo-plus-ca --algo.best-of-n 8 --algo.bon-after-updates 2000" in listing
     assert "can/preset-distill: ogpo-plus-ca --algo.bon-distill-coeff 1.0" in listing
     assert "can/preset: ogpo-plus-ca" in listing  # its control
-    assert len(listing) == 25
+    assert len(listing) == 26
     # an arm with its own policy: its BC and its cell are built with the same policy flag (else the cell refuses it)
     pre, cell = _arms("B", "O", "can/preset-te-mlp", "0").stdout.splitlines()
     assert pre.endswith("--out-dir B/sim-recipe/can/bc-te-mlp --run-name s0 --policy.time-embed mlp")
