@@ -93,7 +93,7 @@ def test_no_distillation_by_default():
     assert OGPOConfig().bon_distill_coeff == 0.0
     assert ogpo_config("ogpo-plus-ca", "lift", "tiny").bon_distill_coeff == 0.0
     assert ogpo_config("ogpo-plus-ca", "door", "tiny").bon_distill_coeff == 0.0
-    assert ogpo_config("ogpo-plus-ca", "can", "tiny").bon_distill_coeff == 1.0
+    assert ogpo_config("ogpo-plus-ca", "can", "tiny").bon_distill_coeff == 3.0
     assert ogpo_config("ogpo-bptt", "can", "tiny").bon_distill_coeff == 0.0  # no imagined group to pick from
     algo = make("ogpo-plus-ca", bc_coeff=0.0)
     buf = labelled_buffer()

@@ -31,8 +31,8 @@ def _flat(d: dict, prefix: str = "") -> dict:
 @pytest.mark.parametrize("algo, task, run", [
     ("ogpo-plus", "door", "door/ogpo-plus-fast-utd1/s0"),  # door: fast actor steps, UTD 1, one SDE sample (section 9)
     ("ogpo-plus-ca", "lift", "lift/preset-bon/s2"),  # Lift: the sweep's fast actor steps, M = 10, Best-of-8 from 2000
-    # Can: the authors' actor steps, EMA 0.005, Best-of-8 from 2000, Best-of-N distillation
-    ("ogpo-plus-ca", "can", "can/preset-distill/s0"),
+    # Can: the authors' actor steps, EMA 0.005, Best-of-8 from 2000, Best-of-N distillation at coefficient 3
+    ("ogpo-plus-ca", "can", "can/preset-distill3/s0"),
 ])
 def test_the_preset_is_the_published_runs_configuration(algo, task, run):
     recorded, preset = _configs(algo, task, run)
@@ -52,6 +52,8 @@ def test_the_preset_is_the_published_runs_configuration(algo, task, run):
     ("ogpo-plus-ca", "can", "can/authors-actor/s0", {"best_of_n", "bon_after_updates"}, (0.25, 0.25)),
     # the Can preset before Best-of-N distillation (its control cells)
     ("ogpo-plus-ca", "can", "can/preset/s1", {"bon_distill_coeff"}, (0.25, 0.25)),
+    # and with distillation at coefficient 1 (the coefficient-3 rows' comparison)
+    ("ogpo-plus-ca", "can", "can/preset-distill/s0", {"bon_distill_coeff"}, (0.25, 0.25)),
 ])
 def test_earlier_presets_differ_where_the_section_9_runs_say(algo, task, run, fields, utd):
     """A preset that changed since a published cell differs from that cell's config in exactly the fields the

@@ -93,9 +93,9 @@ TASK_RECIPE: dict[str, dict] = {
     # Can: the authors' actor steps and EMA fell less than the fast ones on both seeds of the 12k diagnostic
     # (ODE 0.27 / 0.33 vs 0.06 / 0.00, docs/results.md section 3); with the fast steps and distillation the 100k
     # runs were mixed (0.67 / 0.81 / 0.78 against 0.91 / 0.77 / 0.69, same BCs). Best-of-N distillation (the flow
-    # follows the critic's pick): 0.91 / 0.77 / 0.69 at 100k against 0.84 / 0.66 / 0.66 without it, same BCs,
-    # higher on every seed (docs/results.md section 9)
-    "can": {**_AUTHORS_ACTOR, "tau_actor": 0.005, "bon_distill_coeff": 1.0},
+    # follows the critic's pick): at coefficient 1, 0.91 / 0.77 / 0.69 at 100k against 0.84 / 0.66 / 0.66 without
+    # it; at 3, 0.94 / 0.72 / 0.84 (means over 70k-100k 0.91 / 0.65 / 0.86 against 0.82 / 0.71 / 0.60 at 1), same BCs (docs/results.md section 9)
+    "can": {**_AUTHORS_ACTOR, "tau_actor": 0.005, "bon_distill_coeff": 3.0},
     # door: Lift's fast actor steps with UTD 1 (RUN_DEFAULTS) ended 0.84 / 0.70 / 0.52 over 3 seeds against 0.39 /
     # 0.25 / 0.20 with the authors' actor lr at UTD 0.25 (docs/results.md section 9); EMA 0.05 as their adroit.sh
     # one SDE sample: Best-of-8 added nothing at UTD 0.25 (0.53 either way, seed 0) and is not measured at UTD 1

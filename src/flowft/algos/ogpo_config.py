@@ -44,7 +44,7 @@ class OGPOConfig:
     """lambda of Best-of-N distillation: a flow-matching term on the chunk Best-of-N acting would execute at each
     actor state, i.e. the `bon_agg` target-Q argmax among the first `best_of_n` of the actor step's imagined group
     (EMA-actor samples). It moves the flow itself toward the critic's pick (the QC references' `bon_sft`); it starts
-    with Best-of-N acting (`bon_after_updates`). 0 = off (the OGPO reference); the CPU Can preset uses 1.0."""
+    with Best-of-N acting (`bon_after_updates`). 0 = off (the OGPO reference); the CPU Can preset uses 3.0."""
     best_of_n: int = 8
     """Acting: N SDE samples from the target actor, execute argmax of `bon_agg` target Q (1 = plain SDE)."""
     bon_agg: Aggregation = "subsample"
