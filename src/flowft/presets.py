@@ -94,11 +94,13 @@ TASK_RECIPE: dict[str, dict] = {
     # (ODE 0.27 / 0.33 vs 0.06 / 0.00, docs/results.md section 3); with the fast steps and distillation the 100k
     # runs were mixed (0.67 / 0.81 / 0.78 against 0.91 / 0.77 / 0.69, same BCs). Best-of-N distillation (the flow
     # follows the critic's pick): at coefficient 1, 0.91 / 0.77 / 0.69 at 100k against 0.84 / 0.66 / 0.66 without
-    # it; at 3, 0.94 / 0.72 / 0.84 (means over 70k-100k 0.91 / 0.65 / 0.86 against 0.82 / 0.71 / 0.60 at 1), same BCs (docs/results.md section 9)
+    # it; at 3, 0.94 / 0.72 / 0.84 (means over 70k-100k 0.91 / 0.65 / 0.86 against 0.82 / 0.71 / 0.60 at 1), same
+    # BCs (docs/results.md section 9)
     "can": {**_AUTHORS_ACTOR, "tau_actor": 0.005, "bon_distill_coeff": 3.0},
     # door: Lift's fast actor steps with UTD 1 (RUN_DEFAULTS) ended 0.84 / 0.70 / 0.52 over 3 seeds against 0.39 /
     # 0.25 / 0.20 with the authors' actor lr at UTD 0.25 (docs/results.md section 9); EMA 0.05 as their adroit.sh
-    # one SDE sample: Best-of-8 added nothing at UTD 0.25 (0.53 either way, seed 0) and is not measured at UTD 1
+    # one SDE sample: Best-of-8 added nothing at UTD 0.25 (0.53 either way, seed 0), nor at UTD 1 with Best-of-N
+    # distillation at 3 (seed 2: 0.33 against 0.30 from the same BC)
     "door": {"tau_actor": 0.05, "best_of_n": 1, "bon_after_updates": 0},
     # the other Adroit tasks (not measured): the authors' actor lr, which held door steadier than 3e-4 at 12k
     **{t: {**_AUTHORS_ACTOR, "tau_actor": 0.05} for t in ("hammer", "pen", "relocate")},
