@@ -65,11 +65,11 @@ def simulator_alone(task_name: str, num_envs: int, steps: int, warmup: int, seed
 
 
 def training(algo: str, task: str, bc: str, steps: int, warmup: int, utd: float, threads: int, out: Path,
-             overlap: bool = False, compile: bool = False, precision: str = "fp32", vectorization: str | None = None) -> dict:
+             overlap: bool = False, compile: bool = False, precision: str = "fp32",
+             vectorization: str = "auto") -> dict:
     """End-to-end env steps/s and learner share of the last log window of a short real training run."""
     # log windows of `warmup` env steps: the last one lies entirely in the training phase (steps % warmup == 0)
-    vec = {"vectorization": vectorization} if vectorization else {}
-    cfg = train_preset(algo, task, "tiny", bc_checkpoint=bc, out_dir=str(out), **vec,
+    cfg = train_preset(algo, task, "tiny", bc_checkpoint=bc, out_dir=str(out), vectorization=vectorization,
                        run_name=f"{algo}-{task}-{overlap}-{compile}-{precision}-{vectorization}", compile=compile,
                        precision=precision,
                        env_steps=warmup + steps, start_training=warmup, utd=utd, eval_every=10 * (warmup + steps),
@@ -122,7 +122,7 @@ def main() -> None:
                 for ov, comp in [(ov, comp) for comp in args.compile for ov in args.overlap]:
                     r = training(algo, args.task, args.bc_checkpoint, args.steps, args.warmup, args.utd, args.threads,
                                  Path(tmp) / str(i), overlap=ov == "on", compile=comp == "on", precision=args.precision,
-                                 vectorization=vec)
+                                 vectorization=vec or "auto")
                     method = algo + ("+overlap" if ov == "on" else "") + ("+compile" if comp == "on" else "")
                     method += ("" if args.precision == "fp32" else f"+{args.precision}") + tag
                     rows.append({"task": args.task, "method": method, "utd": args.utd, "num_envs": r["num_envs"],
