@@ -189,8 +189,12 @@ BC_DEFAULTS: dict[str, dict] = {
     # improves < 2 % per 500 steps from 5.5-7k steps (12 demos), then ODE success is 0.3-0.5 (cheap checks from 7k)
     "lift": {"steps": 9_000, "eval_every": 1_000, "min_steps": 3_000, "plateau_window": 500, **_CLIP16},
     "can": {"steps": 15_000, "eval_every": 1_000, "min_steps": 5_000, "plateau_window": 1_000, **_CLIP16},
-    # not re-measured with the confirmed gate (first-check measurements: door 3750, hammer 1250, pen 1500)
-    **{t: {"steps": 10_000, "eval_every": 250, **_CLIP16} for t in ("door", "hammer", "pen")},
+    # door: the authors' Adroit BC (50k steps, a check every 1k). Its loss passes the plateau test by ~5k steps, but the
+    # ODE success keeps rising: at the earlier 10k cap the 100-demo BCs confirmed 0.14-0.31 (never clipped); with 50k
+    # the seed-2 BC clipped at 0.50 at 33k (docs/tasks.md "Door BC length")
+    "door": {"steps": 50_000, "eval_every": 1_000, **_CLIP16},
+    # not re-measured with the confirmed gate (first-check measurements: hammer 1250, pen 1500)
+    **{t: {"steps": 10_000, "eval_every": 250, **_CLIP16} for t in ("hammer", "pen")},
     # the committed 12k door results' BC (first-check gate on one SDE sample, 16 episodes; superseded)
     **{t: {"steps": 10_000, "eval_every": 250, "eval_episodes": 16, "eval_envs": 8, "clip_sampler": "sde",
            "gate": "first-check"} for t in LEGACY_TASKS if t != "relocate-terminate"},
