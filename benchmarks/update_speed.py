@@ -18,7 +18,8 @@ the update, and compares with the floor = FLOPs / (measured dense fp32 matmul th
 everything, so the ratios are comparable even on a noisy shared machine.
 
 With --modes it builds one OGPO per mode ("eager" or "compile", optionally "/precision", optionally "/activation" for
-the velocity MLP and the critic, e.g. "compile/bf16/gelu-tanh"; "compile+log_prob+cfm" compiles those pieces on top
+the velocity MLP and the critic, e.g. "compile/bf16/gelu-tanh"; "eager+allrows" sends every PPO chain through the
+log-prob's autograd graph, as before chains of zero advantage were skipped; "compile+log_prob+cfm" compiles those pieces on top
 of fastpath.COMPILED's; "compile@max-autotune-no-cudagraphs" picks the torch.compile mode) from the same seed,
 compiles (time reported), then times the modes round-robin, one update each per round, so that load changes hit
 every mode alike; the table gives the median and the minimum ms per update and both ratios to the first mode.
@@ -112,9 +113,12 @@ def mode_algo(size: str, task: str | None, heads: int | None, device, mode: str)
     torch.manual_seed(0)
     algo = OGPO(cfg, OBS, ACT, H, device, seed=0)
     t = time.perf_counter()
+    allrows = "allrows" in extra  # eager+allrows: every PPO chain through the graph, as before the zero-weight skip
+    extra = [e for e in extra if e != "allrows"]
     pieces = tuple(dict.fromkeys([*fastpath.COMPILED[device.type], *extra])) if extra else None
     fastpath.enable_fast_path(algo, how == "compile", precision or "fp32", pieces,
                               (compile_mode,) if compile_mode else None)  # printed below: a fallback shows as off
+    algo.fast.skip_zero_weight = not allrows
     print(f"built {size} {mode}: {algo.fast}, {time.perf_counter() - t:.1f} s", flush=True)  # survives a timeout
     return algo, time.perf_counter() - t, (task, OBS, ACT)
 
@@ -127,29 +131,45 @@ def _dims(task: str) -> tuple[int, int]:
     return int(meta["obs_dim"]), int(meta["action_dim"])
 
 
+@torch.no_grad()
+def agree_heads(algo: OGPO, spread: float) -> None:
+    """Both critics' heads := head 0's weights + N(0, spread^2) noise (fixed seed): a fresh ensemble's random heads
+    disagree in sign on 99 % of the group advantages, so sign consensus would zero nearly every PPO chain; trained
+    critics on Lift / Can zeroed 61-77 % (train/actor/adv_zero_frac)."""
+    gen = torch.Generator().manual_seed(0)
+    for critic in (algo.critic, algo.critic_target):
+        for p in critic.parameters():
+            if p.dim() and p.shape[0] == algo.critic.M:
+                p.copy_(p[:1].expand_as(p) + spread * torch.randn(p.shape, generator=gen))
+
+
 def compare_modes(size: str, task: str | None, heads: int | None, device, modes: list[str], rounds: int,
-                  clock=time.perf_counter) -> None:
+                  clock=time.perf_counter, heads_spread: float | None = None) -> None:
     built = [mode_algo(size, task, heads, device, m) for m in modes]
     task, OBS, ACT = built[0][2]
     buf = filled_buffer(OBS, ACT)
     times: dict[str, list[float]] = {m: [] for m in modes}
+    zero: dict[str, list[float]] = {m: [] for m in modes}  # share of PPO chains with a zero advantage
     for algo, _, _ in built:
+        if heads_spread is not None:
+            agree_heads(algo, heads_spread)
         for _ in range(3):  # allocator, caches, CUDA graph recording
             algo.update(buf)
     for _ in range(rounds):
         for m, (algo, _, _) in zip(modes, built):
             sync(device)
             t = clock()
-            algo.update(buf)
+            stats = algo.update(buf)
             sync(device)
             times[m].append(clock() - t)
+            zero[m].append(stats.get("actor/adv_zero_frac", float("nan")))
     med0, min0 = statistics.median(times[modes[0]]), min(times[modes[0]])
     M, K = built[0][0].critic.M, built[0][0].actor.cfg.denoise_steps
     for m, (algo, compile_s, _) in zip(modes, built):
         med, mn = statistics.median(times[m]), min(times[m])
         print(f"| {size} ({task}, Do={OBS}, Da={ACT}, M={M}, K={K}) | {torch.get_num_threads()} | {m} ({algo.fast}) | "
-              f"{compile_s:.1f} | {med * 1e3:.2f} | {mn * 1e3:.2f} | {med0 / med:.2f}x | {min0 / mn:.2f}x |",
-              flush=True)
+              f"{compile_s:.1f} | {med * 1e3:.2f} | {mn * 1e3:.2f} | {med0 / med:.2f}x | {min0 / mn:.2f}x | "
+              f"{statistics.mean(zero[m]):.2f} |", flush=True)
 
 
 def breakdown(size: str, task: str | None, heads: int | None, device, mode: str, n: int) -> None:
@@ -215,6 +235,10 @@ def main() -> None:
                          "torch.compile mode (e.g. max-autotune-no-cudagraphs) (ratios to the first mode)")
     ap.add_argument("--task", default=None, help="--modes: the task whose dims to use (default: the size's)")
     ap.add_argument("--heads", type=int, default=None, help="--modes: critic heads M (default: the preset's)")
+    ap.add_argument("--heads-spread", type=float, default=None,
+                    help="--modes: set the critics' heads to head 0 plus N(0, S^2) noise, so that sign consensus "
+                         "zeroes a realistic share of the advantages (0.6-0.8 on Lift / Can; fresh random heads: "
+                         "0.99); the table's last column reads the share (default: the fresh heads)")
     ap.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                     help="--modes: wall = time.perf_counter; cpu = time.process_time, the CPU seconds this process "
                          "used (all its threads): on a machine loaded beyond its cores it excludes the time the "
@@ -235,13 +259,13 @@ def main() -> None:
     if args.modes:
         unit = "CPU ms" if args.clock == "cpu" else "ms"
         print(f"| size (task, dims) | threads | mode | compile s | median {unit} / update | min {unit} | x median "
-              "| x min |")
-        print("|---|---|---|---|---|---|---|---|")
+              "| x min | zero-advantage share |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for threads in args.threads if device.type == "cpu" else [torch.get_num_threads()]:
             torch.set_num_threads(threads)
             for s in args.sizes:
                 clock = time.process_time if args.clock == "cpu" else time.perf_counter
-                compare_modes(s, args.task, args.heads, device, args.modes, args.repeats, clock)
+                compare_modes(s, args.task, args.heads, device, args.modes, args.repeats, clock, args.heads_spread)
         print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         return
     print("| size (task) | threads | GFLOP / update | measured s / update | matmul GFLOP/s | floor s | ratio |")

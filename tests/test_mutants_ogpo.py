@@ -77,6 +77,8 @@ def scores(algo, S: torch.Tensor, actions: torch.Tensor):
 # ------------------------------------------------------------------------------------- PPO / AW-OGPO
 @pytest.mark.parametrize("extraction, extra", [
     ("ppo", {"advantage": "vanilla", "microbatch_chains": 6}),  # B = 3: slices of 2 group members
+    # sign consensus zeroes some advantages: the loss skips those chains, the gradient and statistics must not change
+    ("ppo", {"advantage": "conservative", "microbatch_chains": 6}),
     ("awr", {"advantage": "vanilla", "awr_mode": "asymmetric", "awr_beta": 0.5, "awr_beta_neg": 2.0}),
 ])
 def test_ppo_loss_gradient_and_stats_match_the_whole_group_reference(extraction, extra):
@@ -98,6 +100,7 @@ def test_ppo_loss_gradient_and_stats_match_the_whole_group_reference(extraction,
         assert (w != 1).all() and (adv < 0).any()  # beta_neg shapes the weights of A <= 0
     else:
         assert len(algo._slices(3)) == 2
+        assert cfg.advantage == "vanilla" or 0 < (adv == 0).sum() < adv.numel()
     assert_stats(stats, want)
     assert 0 < want["actor/clip_frac"] < 1  # both clipped and unclipped chains
     torch.testing.assert_close(actions, im.actions)
