@@ -19,10 +19,11 @@ everything, so the ratios are comparable even on a noisy shared machine.
 
 With --modes it builds one OGPO per mode ("eager" or "compile", optionally "/precision", optionally "/activation" for
 the velocity MLP and the critic, e.g. "compile/bf16/gelu-tanh"; "eager+allrows" sends every PPO chain through the
-log-prob's autograd graph, as before chains of zero advantage were skipped; "compile+log_prob+cfm" compiles those pieces on top
-of fastpath.COMPILED's; "compile@max-autotune-no-cudagraphs" picks the torch.compile mode) from the same seed,
-compiles (time reported), then times the modes round-robin, one update each per round, so that load changes hit
-every mode alike; the table gives the median and the minimum ms per update and both ratios to the first mode.
+log-prob's autograd graph, as before chains of zero advantage were skipped; "compile+log_prob+cfm" compiles those
+pieces on top of fastpath.COMPILED's; "compile@max-autotune-no-cudagraphs" picks the torch.compile mode) from the
+same seed, compiles (time reported), then times the modes round-robin, one update each per round, so that load
+changes hit every mode alike; the table gives the median and the minimum ms per update and both ratios to the first
+mode.
 """
 
 from __future__ import annotations

@@ -181,7 +181,8 @@ class OGPO(Algorithm):
             # teacher-forced, fp32: [n] of the live chains (graph), [g, B] of all (detached, for the ratio statistics)
             logp, logp_all = self.fast.log_prob_rows(self.actor, S, imagined.chain[sl], live)
             if logp.numel():  # the slice mean = (live share) x the mean over its live chains
-                loss = ppo_clip_loss(logp, imagined.logp[sl][live], w[sl][live], cfg.clip_eps) * (logp.numel() / live.numel())
+                loss = ppo_clip_loss(logp, imagined.logp[sl][live], w[sl][live], cfg.clip_eps)
+                loss = loss * (logp.numel() / live.numel())
                 (loss * (live.shape[0] / G)).backward()
                 pg_loss += loss.item() * live.shape[0] / G
             new_logp.append(logp_all)
