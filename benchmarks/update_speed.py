@@ -19,7 +19,10 @@ everything, so the ratios are comparable even on a noisy shared machine.
 
 With --modes it builds one OGPO per mode ("eager" or "compile", optionally "/precision", optionally "/activation" for
 the velocity MLP and the critic, e.g. "compile/bf16/gelu-tanh"; "eager+allrows" sends every PPO chain through the
-log-prob's autograd graph, as before chains of zero advantage were skipped; "compile+log_prob+cfm" compiles those
+log-prob's autograd graph, as before chains of zero advantage were skipped (the ratio statistics then cover every
+chain); "+allstats" keeps the skip but averages the ratio statistics over every chain (`ratio_stats all`, a no-grad
+forward of the zero-advantage chains); "+foreach" steps AdamW with the foreach kernel instead of the fused one
+(as before); so "eager+allrows+foreach" is the eager update before both; "compile+log_prob+cfm" compiles those
 pieces on top of fastpath.COMPILED's; "compile@max-autotune-no-cudagraphs" picks the torch.compile mode) from the
 same seed, compiles (time reported), then times the modes round-robin, one update each per round, so that load
 changes hit every mode alike; the table gives the median and the minimum ms per update and both ratios to the first
@@ -103,6 +106,8 @@ def mode_algo(size: str, task: str | None, heads: int | None, device, mode: str)
     """OGPO for one --modes entry, compiled (seconds reported) and warmed up; its dims (task, Do, Da)."""
     task, OBS, ACT = (task, *_dims(task)) if task else DIMS[size]
     cfg = dataclasses.replace(ogpo_config("ogpo-plus-ca", task, size), critic_warmup=0)
+    if "+allstats" in mode:  # ratio statistics over every chain (a no-grad forward of the zero-advantage ones)
+        cfg = dataclasses.replace(cfg, ratio_stats="all")
     if heads:
         cfg = dataclasses.replace(cfg, critic=dataclasses.replace(cfg.critic, num_heads=heads))
     how, precision, activation = (mode.split("/") + ["", ""])[:3]
@@ -115,7 +120,12 @@ def mode_algo(size: str, task: str | None, heads: int | None, device, mode: str)
     algo = OGPO(cfg, OBS, ACT, H, device, seed=0)
     t = time.perf_counter()
     allrows = "allrows" in extra  # eager+allrows: every PPO chain through the graph, as before the zero-weight skip
-    extra = [e for e in extra if e != "allrows"]
+    if "foreach" in extra:  # +foreach: the foreach AdamW kernel the optimizers used before the fused one
+        for name, opt in algo.optimizers().items():
+            group = opt.param_groups[0]
+            setattr(algo, f"{name}_opt", torch.optim.AdamW(group["params"], lr=group["lr"],
+                                                           weight_decay=group["weight_decay"], foreach=True))
+    extra = [e for e in extra if e not in ("allrows", "allstats", "foreach")]
     pieces = tuple(dict.fromkeys([*fastpath.COMPILED[device.type], *extra])) if extra else None
     fastpath.enable_fast_path(algo, how == "compile", precision or "fp32", pieces,
                               (compile_mode,) if compile_mode else None)  # printed below: a fallback shows as off

@@ -78,11 +78,13 @@ def scores(algo, S: torch.Tensor, actions: torch.Tensor):
 @pytest.mark.parametrize("extraction, extra", [
     ("ppo", {"advantage": "vanilla", "microbatch_chains": 6}),  # B = 3: slices of 2 group members
     # sign consensus zeroes some advantages: the loss skips those chains, the gradient and statistics must not change
-    ("ppo", {"advantage": "conservative", "microbatch_chains": 6}),
+    ("ppo", {"advantage": "conservative", "microbatch_chains": 6, "ratio_stats": "all"}),
+    # the default statistics: over the chains of nonzero advantage only (the others get no log-prob forward)
+    ("ppo", {"advantage": "conservative", "microbatch_chains": 6, "ratio_stats": "live", "clip_eps": 0.05}),
     ("awr", {"advantage": "vanilla", "awr_mode": "asymmetric", "awr_beta": 0.5, "awr_beta_neg": 2.0}),
 ])
 def test_ppo_loss_gradient_and_stats_match_the_whole_group_reference(extraction, extra):
-    algo = make("ogpo-plus", extraction=extraction, group_size=4, clip_eps=0.02, **extra)
+    algo = make("ogpo-plus", extraction=extraction, group_size=4, **{"clip_eps": 0.02, **extra})
     perturb(algo.actor, 0.05)
     algo.critic_target = QuadQ()
     S, cfg = states(3), algo.cfg
@@ -93,8 +95,10 @@ def test_ppo_loss_gradient_and_stats_match_the_whole_group_reference(extraction,
     w = adv if extraction == "ppo" else awr_weights(adv, cfg.awr_beta, cfg.awr_mode, cfg.awr_weight_max, 2.0)
     logp = algo.actor.log_prob(S, im.chain)
     loss = ppo_clip_loss(logp, im.logp, w, cfg.clip_eps)
+    log_r = logp.detach() - im.logp  # [G, B]
+    log_r = log_r[w != 0] if cfg.ratio_stats == "live" else log_r
     want = {**group_stats(q, adv), "actor/pg_loss": loss.item(),
-            **{f"actor/{k}": v for k, v in ratio_stats(logp.detach() - im.logp, cfg.clip_eps).items()}}
+            **{f"actor/{k}": v for k, v in ratio_stats(log_r, cfg.clip_eps).items()}}
     if extraction == "awr":
         want.update({"actor/awr_weight_mean": w.mean().item(), "actor/awr_weight_max": w.max().item()})
         assert (w != 1).all() and (adv < 0).any()  # beta_neg shapes the weights of A <= 0
@@ -105,6 +109,26 @@ def test_ppo_loss_gradient_and_stats_match_the_whole_group_reference(extraction,
     assert 0 < want["actor/clip_frac"] < 1  # both clipped and unclipped chains
     torch.testing.assert_close(actions, im.actions)
     assert_same(grads(algo), ref_grads(loss, algo.actor))
+
+
+@pytest.mark.parametrize("ratio_stats_over, every", [("live", False), ("all", True)])
+def test_ppo_loss_runs_the_log_prob_of_zero_advantage_chains_only_for_all_chain_statistics(ratio_stats_over, every):
+    """ratio_stats live: the teacher-forced log-prob sees exactly the chains of nonzero advantage (one call, with a
+    graph); all: also the others, in a second, no-grad call."""
+    algo = make("ogpo-plus", group_size=4, advantage="conservative", ratio_stats=ratio_stats_over)
+    perturb(algo.actor, 0.05)
+    algo.critic_target = QuadQ()
+    S, calls = states(3), []
+    real = algo.fast.log_prob
+    algo.fast.log_prob = lambda policy, obs, chain: calls.append((chain.shape[:2], torch.is_grad_enabled())) or \
+        real(policy, obs, chain)
+    gen = replay(algo.gen)
+    algo._ppo_loss(S)
+    _, adv = scores(algo, S, algo.actor_target.sample_sde(S, 4, generator=gen).actions)
+    n = int((adv != 0).sum())
+    assert 0 < n < adv.numel()
+    want = [((1, adv.numel() - n), False)] if every else []
+    assert calls == want + [((1, n), True)]
 
 
 # ------------------------------------------------------------------------------------- AWR-FM / FPO

@@ -13,7 +13,8 @@ RUNS = Path(__file__).resolve().parents[1] / "docs" / "results" / "runs" / "oper
 # the run settings that make up a preset (the rest are the harness's: paths, seed, logging, evaluators)
 RUN_KEYS = ("env_steps", "start_training", "utd", "num_envs", "eval_every", "eval_episodes", "eval_envs", "threads")
 # algorithm fields added after a published run, at the value that reproduces the behaviour it ran with
-ADDED_LATER = {"actor_every": 1, "lr_restart": True, "bon_distill_coeff": 0.0}  # fields newer than the runs: their defaults
+# fields newer than the runs: their defaults
+ADDED_LATER = {"actor_every": 1, "lr_restart": True, "bon_distill_coeff": 0.0, "ratio_stats": "live"}
 
 
 def _configs(algo: str, task: str, run: str) -> tuple[dict, dict]:

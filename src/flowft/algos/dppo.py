@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from flowft.algos.base import ActMode, Algorithm, check_finite
+from flowft.algos.base import ActMode, Algorithm, adamw, check_finite
 from flowft.objectives.gae import RunningReturnScaler, gae
 from flowft.objectives.ppo import ppo_clip_loss, ratio_stats
 from flowft.policies.flow import FlowPolicy, FlowPolicyConfig
@@ -129,8 +129,8 @@ class DPPO(Algorithm):
         super().__init__(cfg, obs_dim, act_dim, chunk_len, device, seed)
         self.actor = FlowPolicy(obs_dim, act_dim, chunk_len, cfg.policy).to(device)
         self.critic = ValueNet(obs_dim, cfg.critic_hidden, cfg.critic_activation).to(device)
-        self.actor_opt = torch.optim.AdamW(self.actor.parameters(), lr=cfg.actor_lr, weight_decay=cfg.weight_decay)
-        self.critic_opt = torch.optim.AdamW(self.critic.parameters(), lr=cfg.critic_lr, weight_decay=cfg.weight_decay)
+        self.actor_opt = adamw(self.actor.parameters(), cfg.actor_lr, cfg.weight_decay)
+        self.critic_opt = adamw(self.critic.parameters(), cfg.critic_lr, cfg.weight_decay)
         K = self.K = cfg.policy.denoise_steps
         self.sig = sigma_schedule(cfg.policy.sde, K, device)  # [K] the schedule's std (drift correction)
         self.std = self.sig.clamp_min(cfg.min_std)  # [K] transition std with the exploration floor

@@ -14,7 +14,7 @@ import copy
 
 import torch
 
-from flowft.algos.base import ActMode, Algorithm, check_finite, load_bc
+from flowft.algos.base import ActMode, Algorithm, adamw, check_finite, load_bc
 from flowft.algos.ogpo_config import OGPOConfig
 from flowft.critics.ensemble import CriticEnsemble, aggregate, pick_best, polyak
 from flowft.critics.targets import chunk_returns, td_target
@@ -40,9 +40,8 @@ class OGPO(Algorithm):
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic = CriticEnsemble(obs_dim, act_dim, chunk_len, cfg.critic).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        opt = dict(weight_decay=cfg.weight_decay, foreach=True)  # one kernel per op over all params (tiny nets)
-        self.actor_opt = torch.optim.AdamW(self.actor.parameters(), lr=cfg.actor_lr, **opt)
-        self.critic_opt = torch.optim.AdamW(self.critic.parameters(), lr=cfg.critic_lr, **opt)
+        self.actor_opt = adamw(self.actor.parameters(), cfg.actor_lr, cfg.weight_decay)
+        self.critic_opt = adamw(self.critic.parameters(), cfg.critic_lr, cfg.weight_decay)
         self.actor_steps = 0  # actor updates so far (the actor lr schedule's clock)
 
     def init_from_bc(self, actor_state: dict[str, torch.Tensor]) -> None:
@@ -175,18 +174,22 @@ class OGPO(Algorithm):
             imagined = self.fast.sample_sde(self.actor_target, S, G, self.gen)  # chain [G, B, K+1, d]
             q, adv, stats = self._group_advantages(S, imagined.actions, slices)
             w = self._awr_weights(adv, stats) if cfg.extraction == "awr" else adv  # [G, B]
+        live_all = w != 0  # [G, B]: a chain of weight 0 adds nothing to the loss (sign consensus zeroes ~70 %)
+        every = cfg.ratio_stats == "all" or not bool(live_all.any())  # the chains the ratio statistics average over
         pg_loss, new_logp = 0.0, []
         for sl in slices:  # gradient accumulation: sum of slice means weighted by slice size = the full mean
-            live = w[sl] != 0  # [g, B]: a chain of weight 0 adds nothing to the loss (sign consensus zeroes ~70 %)
-            # teacher-forced, fp32: [n] of the live chains (graph), [g, B] of all (detached, for the ratio statistics)
-            logp, logp_all = self.fast.log_prob_rows(self.actor, S, imagined.chain[sl], live)
+            live = live_all[sl]  # [g, B]
+            # teacher-forced, fp32: [n] of the live chains (graph), [g, B] detached (NaN where skipped) for the stats
+            logp, logp_all = self.fast.log_prob_rows(self.actor, S, imagined.chain[sl], live, others=every)
             if logp.numel():  # the slice mean = (live share) x the mean over its live chains
                 loss = ppo_clip_loss(logp, imagined.logp[sl][live], w[sl][live], cfg.clip_eps)
                 loss = loss * (logp.numel() / live.numel())
                 (loss * (live.shape[0] / G)).backward()
                 pg_loss += loss.item() * live.shape[0] / G
             new_logp.append(logp_all)
-        stats.update({f"actor/{k}": v for k, v in ratio_stats(torch.cat(new_logp) - imagined.logp, cfg.clip_eps).items()})
+        log_ratio = torch.cat(new_logp) - imagined.logp  # [G, B]
+        log_ratio = log_ratio if every else log_ratio[live_all]  # [G, B] or [n]
+        stats.update({f"actor/{k}": v for k, v in ratio_stats(log_ratio, cfg.clip_eps).items()})
         stats["actor/pg_loss"] = pg_loss
         return stats, imagined.actions, q
 

@@ -32,7 +32,7 @@ from typing import Literal
 
 import torch
 
-from flowft.algos.base import ActMode, Algorithm, check_finite, load_bc
+from flowft.algos.base import ActMode, Algorithm, adamw, check_finite, load_bc
 from flowft.critics.ensemble import Aggregation, CriticConfig, CriticEnsemble, aggregate, pick_best, polyak
 from flowft.critics.targets import chunk_returns, td_target
 from flowft.data.buffer import ReplayBuffer
@@ -96,9 +96,8 @@ class QC(Algorithm):
         self.actor = FlowPolicy(obs_dim, act_dim, chunk_len, cfg.policy).to(device)
         self.critic = CriticEnsemble(obs_dim, act_dim, chunk_len, cfg.critic).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        opt = dict(weight_decay=cfg.weight_decay, foreach=True)
-        self.actor_opt = torch.optim.AdamW(self.actor.parameters(), lr=cfg.actor_lr, **opt)
-        self.critic_opt = torch.optim.AdamW(self.critic.parameters(), lr=cfg.critic_lr, **opt)
+        self.actor_opt = adamw(self.actor.parameters(), cfg.actor_lr, cfg.weight_decay)
+        self.critic_opt = adamw(self.critic.parameters(), cfg.critic_lr, cfg.weight_decay)
 
     def init_from_bc(self, actor_state: dict[str, torch.Tensor]) -> None:
         load_bc(actor_state, (self.actor,), (self.critic, self.critic_target))

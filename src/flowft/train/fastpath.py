@@ -156,23 +156,25 @@ class UpdatePath:
         """Teacher-forced log-prob (differentiable): obs [B, Do], chain [G, B, K+1, d] -> fp32 [G, B]."""
         return self.fn["log_prob"](policy, obs, chain, self.bf16_train)
 
-    def log_prob_rows(self, policy, obs: torch.Tensor, chain: torch.Tensor,
-                      rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_prob_rows(self, policy, obs: torch.Tensor, chain: torch.Tensor, rows: torch.Tensor,
+                      others: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced log-probs of the chains [G, B, K+1, d] (obs [B, Do]) with an autograd graph for the chains
-        where rows [G, B] (bool) only -> (differentiable fp32 [n] of those chains, row-major; detached fp32 [G, B] of
-        every chain). A PPO chain whose weight is 0 adds nothing to the loss or its gradient, but its log-prob still
-        enters the ratio statistics: a no-grad forward costs about a third of a forward + backward (Lift dims, 512
-        chains, 1 thread: 19.7 -> 11.3 CPU ms at 30 % rows with a gradient; docs/benchmarks.md). One call over every
-        chain where the log-prob is compiled (fixed shapes), under bf16 (the old log-probs were computed over the
-        whole batch: the ratio stays 1 at theta = theta_old) and when every row needs its gradient."""
+        where rows [G, B] (bool) only -> (differentiable fp32 [n] of those chains, row-major; detached fp32 [G, B]:
+        every chain, or with `others` False those chains and NaN elsewhere). A PPO chain whose weight is 0 adds
+        nothing to the loss or its gradient; only the ratio statistics may want its log-prob (`others`), and its
+        no-grad forward costs about a third of a forward + backward (Lift dims, 512 chains, 1 thread: 19.7 -> 11.3
+        CPU ms at 30 % rows with a gradient; docs/benchmarks.md). One call over every chain where the log-prob is
+        compiled (fixed shapes), under bf16 (the old log-probs were computed over the whole batch: the ratio stays 1
+        at theta = theta_old) and when every row needs its gradient."""
         fixed = self.fn["log_prob"] is not _log_prob or self.bf16_train or not self.skip_zero_weight
         if fixed or bool(rows.all()):
             logp = self.log_prob(policy, obs, chain)  # [G, B]
             return logp[rows], logp.detach()
         S = obs.unsqueeze(0).expand(*rows.shape, obs.shape[-1])  # [G, B, Do]
-        out = torch.empty(rows.shape, device=chain.device)  # [G, B]
-        with torch.no_grad():
-            out[~rows] = self.log_prob(policy, S[~rows], chain[~rows].unsqueeze(0))[0]
+        out = torch.full(rows.shape, float("nan"), device=chain.device)  # [G, B]
+        if others:
+            with torch.no_grad():
+                out[~rows] = self.log_prob(policy, S[~rows], chain[~rows].unsqueeze(0))[0]
         live = self.log_prob(policy, S[rows], chain[rows].unsqueeze(0))[0] if rows.any() else out.new_zeros(0)  # [n]
         out[rows] = live.detach()
         return live, out
