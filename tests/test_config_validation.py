@@ -133,6 +133,8 @@ BAD = [  # (algorithm, field path, bad value, what the message must say)
     ("ogpo-plus-ca", "algo.policy.hidden", [128, 0], "must be a tuple of integers >= 1"),
     ("ogpo-plus-ca", "algo.critic.hidden", [-1], "must be a tuple of integers >= 1"),
     ("ogpo-plus-ca", "algo.policy.time_embed_dim", 7, "must be even and >= 2"),
+    ("ogpo-plus-ca", "algo.policy.obs_clip", 0.0, "must be a number > 0"),
+    ("ogpo-plus-ca", "algo.critic.obs_clip", -1.0, "must be a number > 0"),
     ("expo", "algo.edit.hidden", [0], "must be a tuple of integers >= 1"),
 ]
 

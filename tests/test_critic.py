@@ -60,3 +60,36 @@ def test_polyak_moves_parameters_and_copies_buffers():
     for p0, pa, pb in zip(before, a.parameters(), b.parameters()):
         assert torch.allclose(pa, 0.75 * p0 + 0.25 * pb)
     assert torch.equal(a.obs_normalizer.shift, b.obs_normalizer.shift)
+
+
+def test_obs_clip_bounds_the_normalised_observations_of_critic_and_policy():
+    """obs_clip c: an observation whose z-score lies beyond +-c reads as the one at the bound, for the critic ensemble
+    and for the flow policy (velocity, hence every sampler and log-prob); inside the bound nothing changes."""
+    from flowft.policies.flow import FlowPolicy, FlowPolicyConfig
+
+    torch.manual_seed(0)
+    shift, scale = torch.tensor([1.0, -2.0, 0.0]), torch.tensor([0.01, 2.0, 1.0])
+    inside = shift + scale * torch.tensor([[1.5, -0.5, 1.9]])  # z within +-2
+    far = shift + scale * torch.tensor([[40.0, -900.0, 1.0]])  # z far outside
+    at_bound = shift + scale * torch.tensor([[2.0, -2.0, 1.0]])
+    acts = torch.rand(1, 2, 2) * 2 - 1  # [B, H, Da]
+    x, t = torch.randn(1, 4), torch.tensor([0.3])
+    for clip in (None, 2.0):
+        critic = CriticEnsemble(3, 2, 2, CriticConfig(num_heads=3, hidden=(16,), obs_clip=clip))
+        policy = FlowPolicy(3, 2, 2, FlowPolicyConfig(hidden=(16,), obs_clip=clip))
+        for net in (critic, policy):
+            net.obs_normalizer.shift.copy_(shift)
+            net.obs_normalizer.scale.copy_(scale)
+        with torch.no_grad():
+            q = [critic(o, acts) for o in (inside, far, at_bound)]  # [M, 1] each
+            v = [policy.velocity(policy.normalize_obs(o), x, t) for o in (inside, far, at_bound)]
+        assert torch.equal(policy.normalize_obs(inside), policy.obs_normalizer(inside))
+        if clip is None:
+            assert not torch.allclose(q[1], q[2]) and not torch.allclose(v[1], v[2])
+        else:
+            torch.testing.assert_close(q[1], q[2])
+            torch.testing.assert_close(v[1], v[2])
+            assert policy.normalize_obs(far).abs().max() == 2.0
+        unclipped = CriticEnsemble(3, 2, 2, CriticConfig(num_heads=3, hidden=(16,)))
+        unclipped.load_state_dict(critic.state_dict())
+        torch.testing.assert_close(q[0], unclipped(inside, acts).detach())  # inside the bound: the same critic

@@ -237,7 +237,7 @@ class DPPO(Algorithm):
         if train_actor:
             chain = data.extras["chain"]  # [D, K+1, d]
             x, x_next, t = chain[b, k], chain[b, k + 1], k.float() / self.K  # [P, d], [P, d], [P]
-            v = self.actor.velocity(self.actor.obs_normalizer(obs), x, t)  # [P, d]
+            v = self.actor.velocity(self.actor.normalize_obs(obs), x, t)  # [P, d]
             lp = self._reduce(transition_log_prob(v, x, x_next, t[:, None], self.sig[k, None], self.std[k, None],
                                                   self.K, cfg.policy.sde))  # [P]
             old = data.extras["logp"][b, k]  # [P]

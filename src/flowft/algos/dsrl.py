@@ -142,7 +142,7 @@ class DSRL(Algorithm):
     # ------------------------------------------------------------------------------------------- pieces
     def sample_noise(self, obs: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         """w ~ pi_W(s): obs [B, Do] raw -> w [B, d] in [-b, b], log-density of w / b [B] (reparameterised)."""
-        w, logp = self.noise_actor.sample(self.actor.obs_normalizer(obs.float()), generator)
+        w, logp = self.noise_actor.sample(self.actor.normalize_obs(obs), generator)
         return w, logp + self.logp_shift
 
     def q_noise(self, obs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -162,7 +162,7 @@ class DSRL(Algorithm):
     def act(self, obs: torch.Tensor, mode: ActMode, generator: torch.Generator | None = None) -> torch.Tensor:
         gen = generator or self.act_gen
         if mode == "ode":
-            w = self.noise_actor.mode(self.actor.obs_normalizer(obs.float()))  # [N, d]
+            w = self.noise_actor.mode(self.actor.normalize_obs(obs))  # [N, d]
         elif mode == "explore" and self.cfg.base_policy_warmup and self.grad_steps == 0:
             return self.actor.sample_ode(obs, generator=gen)  # w ~ N(0, I): the BC policy's own rollouts
         else:  # explore, sde, bon

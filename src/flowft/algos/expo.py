@@ -157,7 +157,7 @@ class EXPO(Algorithm):
 
     def edit_features(self, obs: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         """obs [..., Do] raw, base [..., d] normalised -> edit-policy input [..., Do + d]."""
-        return torch.cat([self.actor.obs_normalizer(obs.float()), base], -1)
+        return torch.cat([self.actor.normalize_obs(obs), base], -1)
 
     @torch.no_grad()
     def candidates(self, obs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -156,7 +156,7 @@ class ResidualRL(Algorithm):
 
     def features(self, obs: torch.Tensor, a_base: torch.Tensor) -> torch.Tensor:
         """Residual input [B, Do (+ d)]: normalised obs (+ the base chunk in flow space)."""
-        x = self.base.obs_normalizer(obs.float())
+        x = self.base.normalize_obs(obs)
         return torch.cat([x, self.base.normalize_actions(a_base)], -1) if self.cfg.residual_sees_base else x
 
     def compose(self, a_base: torch.Tensor, r: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from torch import nn
 
 from flowft.policies.networks import ACTIVATIONS, Activation
 from flowft.policies.normalizer import Normalizer
-from flowft.utils.validate import INT_POS, WIDTHS, check, rules
+from flowft.utils.validate import INT_POS, WIDTHS, check, number, rules
 
 Aggregation = Literal["mean", "min", "subsample", "subsample_each"]
 
@@ -31,9 +31,12 @@ class CriticConfig:
     flax nn.gelu)."""
     layer_norm: bool = True
     """LayerNorm (per-head gain and bias) after each hidden Linear, before the activation."""
+    obs_clip: float | None = None
+    """Clip the normalised observations (the BC policy's z-score) to +-obs_clip; None = no clip (policy.obs_clip)."""
 
     def __post_init__(self):
-        check(self, rules({"num_heads": INT_POS, "hidden": WIDTHS}), "critic.")
+        check(self, rules({"num_heads": INT_POS, "hidden": WIDTHS, "obs_clip": number(gt=0, none="no clip")}),
+              "critic.")
 
 
 class EnsembleLinear(nn.Module):
@@ -71,7 +74,9 @@ class CriticEnsemble(nn.Module):
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """obs [..., Do], actions [..., H, Da] (same leading dims) -> q [M, ...]."""
         lead = obs.shape[:-1]
-        x = torch.cat([self.obs_normalizer(obs.float()), self.act_normalizer(actions.float()).flatten(-2)], -1)
+        z = self.obs_normalizer(obs.float())
+        z = z if self.cfg.obs_clip is None else z.clamp(-self.cfg.obs_clip, self.cfg.obs_clip)
+        x = torch.cat([z, self.act_normalizer(actions.float()).flatten(-2)], -1)
         x = x.reshape(1, -1, x.shape[-1]).expand(self.M, -1, -1)  # [M, R, in]
         for i, layer in enumerate(self.layers):
             x = layer(x)

@@ -18,7 +18,7 @@ from torch import nn
 from flowft.policies.networks import Activation, MLPTimeEmbedding, SinusoidalEmbedding, mlp
 from flowft.policies.normalizer import Normalizer
 from flowft.policies.sde import SDEConfig, chain_log_prob, live_steps, ode_sample, sde_chain, step_log_probs, step_noise
-from flowft.utils.validate import INT_POS, WIDTHS, check, rules
+from flowft.utils.validate import INT_POS, WIDTHS, check, number, rules
 
 
 _ZERO_START = contextvars.ContextVar("flowft_zero_start", default=False)
@@ -63,11 +63,16 @@ class FlowPolicyConfig:
     default because it makes one preset work across envs with very different obs scales."""
     action_norm: Literal["none", "minmax"] = "none"
     """Actions are already in [-1, 1] for every supported env, so no normalisation by default."""
+    obs_clip: float | None = None
+    """Clip the normalised observations to +-obs_clip (None = no clip; SB3's VecNormalize clips at 10). A z-score
+    fitted on a few demonstrations explodes off their support: on Lift the scripted expert never rotates the
+    gripper, so its quaternion's std is 0.002 and online states read |z| up to 1000 (docs/tasks.md)."""
 
     def __post_init__(self):
         # sin/cos halves need an even width; the mlp embedding's frequencies divide by (half - 1), so half >= 2
         least = 4 if self.time_embed == "mlp" else 2
-        check(self, rules({"hidden": WIDTHS, ("denoise_steps", "time_embed_dim"): INT_POS}), "policy.",
+        check(self, rules({"hidden": WIDTHS, ("denoise_steps", "time_embed_dim"): INT_POS,
+                           "obs_clip": number(gt=0, none="no clip")}), "policy.",
               lambda c, flag: [(c.time_embed_dim % 2 == 0 and c.time_embed_dim >= least, "time_embed_dim",
                                 f"must be even and >= {least} (time_embed {c.time_embed})")])
 
@@ -93,6 +98,11 @@ class FlowPolicy(nn.Module):
             self.time_embed = SinusoidalEmbedding(cfg.time_embed_dim)
         self.net = mlp(obs_dim + self.flat_dim + cfg.time_embed_dim, cfg.hidden, self.flat_dim, cfg.activation)
 
+    def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        """[..., Do] env observations -> [..., Do] network inputs (z-score, clipped to +-obs_clip when set)."""
+        z = self.obs_normalizer(obs.float())
+        return z if self.cfg.obs_clip is None else z.clamp(-self.cfg.obs_clip, self.cfg.obs_clip)
+
     # ----------------------------------------------------------------------------------------- data stats
     def fit_normalizers(self, obs: torch.Tensor, actions: torch.Tensor) -> None:
         """obs [N, Do], actions [N, Da] from the BC dataset."""
@@ -117,7 +127,7 @@ class FlowPolicy(nn.Module):
     def _velocity_fn(self, obs: torch.Tensor, reps: int = 1):
         """Bind (normalised) observations to a velocity(x, t) closure; rows are obs repeated `reps` times
         (used by the teacher-forced log-prob, where each chain contributes K rows)."""
-        obs_n = self.obs_normalizer(obs.float())
+        obs_n = self.normalize_obs(obs)
         if reps > 1:
             obs_n = obs_n.repeat_interleave(reps, dim=0)
         return lambda x, t: self.velocity(obs_n, x, t)
@@ -137,7 +147,7 @@ class FlowPolicy(nn.Module):
         """`cfm_loss` with its noise x0 [B, d] and times t [B] given (no RNG inside: compilable, train/fastpath.py)."""
         x1 = self.normalize_actions(actions)  # [B, d]
         xt = t[:, None] * x1 + (1 - t[:, None]) * x0
-        err = (self.velocity(self.obs_normalizer(obs.float()), xt, t) - (x1 - x0)) ** 2  # [B, d]
+        err = (self.velocity(self.normalize_obs(obs), xt, t) - (x1 - x0)) ** 2  # [B, d]
         if valid is None:
             return err.mean()
         mask = valid.float().repeat_interleave(self.act_dim, dim=-1)  # [B, d]
