@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from flowft.presets import train_preset
+from flowft.quickstart import QUICKSTART
 from flowft.utils.config_io import to_dict
 
 RUNS = Path(__file__).resolve().parents[1] / "docs" / "results" / "runs" / "operator-sweep"
@@ -14,7 +15,8 @@ RUNS = Path(__file__).resolve().parents[1] / "docs" / "results" / "runs" / "oper
 RUN_KEYS = ("env_steps", "start_training", "utd", "num_envs", "eval_every", "eval_episodes", "eval_envs", "threads")
 # algorithm fields added after a published run, at the value that reproduces the behaviour it ran with
 # fields newer than the runs: their defaults
-ADDED_LATER = {"actor_every": 1, "lr_restart": True, "bon_distill_coeff": 0.0, "ratio_stats": "live"}
+ADDED_LATER = {"actor_every": 1, "lr_restart": True, "bon_distill_coeff": 0.0, "ratio_stats": "live",
+               "policy.obs_clip": None, "critic.obs_clip": None}
 
 
 def _configs(algo: str, task: str, run: str) -> tuple[dict, dict]:
@@ -31,7 +33,6 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 @pytest.mark.parametrize("algo, task, run", [
     ("ogpo-plus", "door", "door/ogpo-plus-fast-utd1/s0"),  # door: fast actor steps, UTD 1, one SDE sample (section 9)
-    ("ogpo-plus-ca", "lift", "lift/preset-bon/s2"),  # Lift: the sweep's fast actor steps, M = 10, Best-of-8 from 2000
     # Can: the authors' actor steps, EMA 0.005, Best-of-8 from 2000, Best-of-N distillation at coefficient 3
     ("ogpo-plus-ca", "can", "can/preset-distill3/s0"),
 ])
@@ -48,18 +49,38 @@ def test_the_preset_is_the_published_runs_configuration(algo, task, run):
 @pytest.mark.parametrize("algo, task, run, fields, utd", [
     # the published door preset cells (OGPO+CA, 2026-11-28): the authors' actor lr at UTD 0.25
     ("ogpo-plus-ca", "door", "door/preset/s1", {"actor_lr", "actor_lr_floor", "lr_warmup", "lr_cycle"}, (0.25, 1.0)),
-    # the Lift and Can preset cells before Best-of-8 acting (one SDE sample throughout)
-    ("ogpo-plus-ca", "lift", "lift/preset-rerun/s1", {"best_of_n", "bon_after_updates"}, (0.25, 0.25)),
-    ("ogpo-plus-ca", "can", "can/authors-actor/s0", {"best_of_n", "bon_after_updates"}, (0.25, 0.25)),
+    # the Lift and Can preset cells before Best-of-8 acting (one SDE sample throughout, so no distillation either)
+    ("ogpo-plus-ca", "lift", "lift/preset-rerun/s1", {"best_of_n", "bon_after_updates", "bon_distill_coeff"},
+     (0.25, 0.25)),
+    ("ogpo-plus-ca", "can", "can/authors-actor/s0", {"best_of_n", "bon_after_updates", "bon_distill_coeff"},
+     (0.25, 0.25)),
     # the Can preset before Best-of-N distillation (its control cells)
     ("ogpo-plus-ca", "can", "can/preset/s1", {"bon_distill_coeff"}, (0.25, 0.25)),
     # and with distillation at coefficient 1 (the coefficient-3 rows' comparison)
     ("ogpo-plus-ca", "can", "can/preset-distill/s0", {"bon_distill_coeff"}, (0.25, 0.25)),
+    # the Lift preset before Best-of-N distillation: the sweep's fast actor steps, M = 10, Best-of-8 from 2000
+    ("ogpo-plus-ca", "lift", "lift/preset-bon/s2", {"bon_distill_coeff"}, (0.25, 0.25)),
 ])
 def test_earlier_presets_differ_where_the_section_9_runs_say(algo, task, run, fields, utd):
     """A preset that changed since a published cell differs from that cell's config in exactly the fields the
     newer evidence is about."""
     recorded, preset = _configs(algo, task, run)
     want, got = _flat(recorded["algo"]), _flat(preset["algo"])
+    want = {**{k: v for k, v in ADDED_LATER.items() if k not in want}, **want}  # a newer field: its default then
     assert {k for k in want if got[k] != want[k]} == fields
     assert (recorded["run"]["utd"], preset["run"]["utd"]) == utd
+
+
+@pytest.mark.parametrize("run, fields", [
+    ("lift/quickstart-distill3/s0", set()),  # the quickstart today: the Lift preset with distillation at 3
+    ("lift/quickstart-rerun/s0", {"bon_distill_coeff"}),  # its control, same BC: the quickstart before distillation
+])
+def test_the_quickstart_is_the_published_quickstart_runs_configuration(run, fields):
+    """`flowft quickstart` (Lift, seed 0) trains with the Lift preset at the quickstart's budget: the configuration
+    of the published seed-0 runs, except where a later change is about (ADDED_LATER: defaults of newer fields)."""
+    recorded = json.loads((RUNS / run / "config.json").read_text())
+    preset = to_dict(train_preset("ogpo-plus-ca", "lift", "tiny", **QUICKSTART["lift"]["run"]))
+    want, got = _flat(recorded["algo"]), _flat(preset["algo"])
+    want = {**{k: v for k, v in ADDED_LATER.items() if k not in want}, **want}  # a newer field: its default then
+    assert {k for k in want if got[k] != want[k]} == fields
+    assert {k: preset["run"][k] for k in RUN_KEYS} == {k: recorded["run"][k] for k in RUN_KEYS}

@@ -97,6 +97,9 @@ TASK_RECIPE: dict[str, dict] = {
     # it; at 3, 0.94 / 0.72 / 0.84 (means over 70k-100k 0.91 / 0.65 / 0.86 against 0.82 / 0.71 / 0.60 at 1), same
     # BCs (docs/results.md section 9)
     "can": {**_AUTHORS_ACTOR, "tau_actor": 0.005, "bon_distill_coeff": 3.0},
+    # Lift: Can's distillation at 3 took the quickstart's seed-0 run (50k) from 0.30 to 0.89 at 25k and 0.94 at 50k
+    # against 0.67 / 0.81 without it, same BC (docs/results.md section 9)
+    "lift": {"bon_distill_coeff": 3.0},
     # door: Lift's fast actor steps with UTD 1 (RUN_DEFAULTS) ended 0.84 / 0.70 / 0.52 over 3 seeds against 0.39 /
     # 0.25 / 0.20 with the authors' actor lr at UTD 0.25 (docs/results.md section 9); EMA 0.05 as their adroit.sh
     # one SDE sample: Best-of-8 added nothing at UTD 0.25 (0.53 either way, seed 0), nor at UTD 1 with Best-of-N
