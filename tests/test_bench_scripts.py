@@ -125,3 +125,4 @@ def test_sim_arms_refuses_bad_arguments_in_one_line():
     # a missing BC stops at the first seed, in sim_cell.sh's one line, before anything is written
     real = _arms("/nonexistent", "/nonexistent/out", "can/ogpo-plus-bon", "0", "1", dry=False)
     assert real.returncode == 2 and len(real.stderr.splitlines()) == 1 and "BC_CHECKPOINT" in real.stderr
+

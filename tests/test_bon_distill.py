@@ -88,13 +88,16 @@ def test_distillation_waits_for_best_of_n_acting(grad_steps, distils):
 
 
 def test_no_distillation_by_default():
-    """Off in OGPOConfig and every preset but Can's, the one task where paired 3-seed runs measured it (results.md
+    """Off in OGPOConfig and every preset but Can's and Lift's, the tasks where paired runs measured it (results.md
     section 9); the toy algorithm below gets no distillation term."""
     assert OGPOConfig().bon_distill_coeff == 0.0
-    assert ogpo_config("ogpo-plus-ca", "lift", "tiny").bon_distill_coeff == 0.0
+    assert ogpo_config("ogpo-plus-ca", "toy", "tiny").bon_distill_coeff == 0.0
     assert ogpo_config("ogpo-plus-ca", "door", "tiny").bon_distill_coeff == 0.0
+    assert ogpo_config("ogpo-plus-ca", "square", "tiny").bon_distill_coeff == 0.0
     assert ogpo_config("ogpo-plus-ca", "can", "tiny").bon_distill_coeff == 3.0
-    assert ogpo_config("ogpo-bptt", "can", "tiny").bon_distill_coeff == 0.0  # no imagined group to pick from
+    assert ogpo_config("ogpo-plus-ca", "lift", "tiny").bon_distill_coeff == 3.0
+    for task in ("can", "lift"):
+        assert ogpo_config("ogpo-bptt", task, "tiny").bon_distill_coeff == 0.0  # no imagined group to pick from
     algo = make("ogpo-plus-ca", bc_coeff=0.0)
     buf = labelled_buffer()
     stats = algo.actor_step(states(4), buf, buf.sample(16))
