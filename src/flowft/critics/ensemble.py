@@ -74,8 +74,7 @@ class CriticEnsemble(nn.Module):
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """obs [..., Do], actions [..., H, Da] (same leading dims) -> q [M, ...]."""
         lead = obs.shape[:-1]
-        z = self.obs_normalizer(obs.float())
-        z = z if self.cfg.obs_clip is None else z.clamp(-self.cfg.obs_clip, self.cfg.obs_clip)
+        z = self.obs_normalizer(obs.float(), self.cfg.obs_clip)
         x = torch.cat([z, self.act_normalizer(actions.float()).flatten(-2)], -1)
         x = x.reshape(1, -1, x.shape[-1]).expand(self.M, -1, -1)  # [M, R, in]
         for i, layer in enumerate(self.layers):

@@ -100,8 +100,7 @@ class FlowPolicy(nn.Module):
 
     def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
         """[..., Do] env observations -> [..., Do] network inputs (z-score, clipped to +-obs_clip when set)."""
-        z = self.obs_normalizer(obs.float())
-        return z if self.cfg.obs_clip is None else z.clamp(-self.cfg.obs_clip, self.cfg.obs_clip)
+        return self.obs_normalizer(obs.float(), self.cfg.obs_clip)
 
     # ----------------------------------------------------------------------------------------- data stats
     def fit_normalizers(self, obs: torch.Tensor, actions: torch.Tensor) -> None:

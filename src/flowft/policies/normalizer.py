@@ -32,8 +32,10 @@ class Normalizer(nn.Module):
         self.shift.copy_(xmin - lo * half)
         self.scale.copy_(torch.where(half > eps, half, torch.ones_like(half)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.shift) / self.scale
+    def forward(self, x: torch.Tensor, clip: float | None = None) -> torch.Tensor:
+        """Normalised x, clipped to +-clip when given (observations off the fitted data: `obs_clip`)."""
+        y = (x - self.shift) / self.scale
+        return y if clip is None else y.clamp(-clip, clip)
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         return y * self.scale + self.shift
