@@ -46,23 +46,29 @@ def test_plateau_detector_on_hand_built_losses():
 
 # ------------------------------------------------------------------------------------------------ gate logic
 def _cfg(**kw) -> BCConfig:
-    base = dict(demos="x.hdf5", plateau_window=2, plateau_tol=0.05, clip_threshold=0.45, clip_max=0.5)
+    # the decision logic on one read per confirmation; the start read has its own tests below
+    base = dict(demos="x.hdf5", plateau_window=2, plateau_tol=0.05, clip_threshold=0.45, clip_max=0.5,
+                confirm_start=False)
     return BCConfig(**{**base, **kw})
 
 
 class _Stub:
-    """Scripted evaluator: values[(kind, step)] -> success (missing cheap checks read 0); records every call."""
+    """Scripted evaluator: values[(kind, step)] -> success (missing reads are 0); records every call and the weight
+    value of the policy it evaluated (`_run_gate` fills the weights with the step they belong to)."""
 
     def __init__(self, values: dict):
-        self.values, self.calls = values, []
+        self.values, self.calls, self.read_weights, self.policy = values, [], [], None
 
     def __call__(self, kind: str, step: int) -> dict:
         self.calls.append((kind, step))
-        return {"success": self.values.get((kind, step), 0.0), "episodes": 64.0 if kind == "confirm" else 16.0}
+        self.read_weights.append(float(self.policy.weight[0, 0].detach()))
+        return {"success": self.values.get((kind, step), 0.0), "return": None,
+                "episodes": 16.0 if kind == "cheap" else 64.0}
 
 
 def _run_gate(cfg: BCConfig, stub: _Stub, checks: list[int], losses=(0.3,) * 4):
     policy = torch.nn.Linear(2, 2)
+    stub.policy = policy
     gate = ClipGate(cfg, policy, stub)
     seen = {}
     for step in checks:
@@ -100,6 +106,9 @@ def test_overshoot_rolls_back_to_the_previous_check():
     stub = _Stub({("cheap", 10): 0.3, ("cheap", 20): 0.8, ("confirm", 20): 0.70, ("confirm", 10): 0.41})
     gate, policy, last, seen = _run_gate(_cfg(), stub, [10, 20, 30])
     assert last == 20 and stub.calls[-2:] == [("confirm", 20), ("confirm", 10)]
+    # the rollback's confirmation reads the previous check's weights (it once re-read the current ones and saved
+    # the earlier weights unconfirmed), and the current weights are back in the policy afterwards
+    assert stub.read_weights[-2:] == [20.0, 10.0] and float(policy.weight[0, 0]) == 20.0
     res = gate.finish(last)
     assert res["bc/steps"] == 10 and res["bc/trained_steps"] == 20 and res["eval/success"] == 0.41
     assert res["bc/rolled_back"] and not res["bc/clipped"] and not res["bc/over_ceiling"]
@@ -124,7 +133,30 @@ def test_overshoot_continue_rule_and_cap_confirms_the_final_weights():
     assert not res["bc/clipped"] and not res["bc/over_ceiling"] and torch.equal(policy.weight, seen[30])
 
 
+def test_the_start_read_is_part_of_every_confirmation_and_the_higher_read_counts():
+    """confirm_start: each confirmation also reads the run's step-0 episodes; a start read over the ceiling makes
+    the confirmation over the ceiling (rollback), and the saved result records both reads."""
+    stub = _Stub({("cheap", 10): 0.3, ("cheap", 20): 0.5, ("confirm", 20): 0.47, ("start", 20): 0.56,
+                  ("confirm", 10): 0.42, ("start", 10): 0.44})
+    gate, policy, last, seen = _run_gate(_cfg(confirm_start=True), stub, [10, 20, 30])
+    assert last == 20 and stub.calls[-4:] == [("confirm", 20), ("start", 20), ("confirm", 10), ("start", 10)]
+    assert stub.read_weights[-4:] == [20.0, 20.0, 10.0, 10.0]
+    res = gate.finish(last)
+    assert res["bc/steps"] == 10 and res["bc/rolled_back"] and res["eval/success"] == 0.44
+    assert res["bc/confirmed_success"] == 0.44 and res["bc/start_success"] == 0.44
+    assert res["bc/independent_success"] == 0.42 and "eval/start_success" not in res
+    assert gate.history[1]["start"] == 0.56 and gate.history[1]["previous_confirmed"] == {
+        "step": 10, "start": 0.44, "start_return": None, "independent": 0.42, "confirmed": 0.44}
+    assert torch.equal(policy.weight, seen[10])
+    stub = _Stub({("cheap", 10): 0.5, ("confirm", 10): 0.49, ("start", 10): 0.46})  # both in the band: clip
+    gate, _, last, _ = _run_gate(_cfg(confirm_start=True), stub, [10, 20])
+    res = gate.finish(last)
+    assert last == 10 and res["bc/clipped"] and res["eval/success"] == 0.49 and res["bc/start_success"] == 0.46
+
+
 @pytest.mark.parametrize("kw", [dict(clip_threshold=0.6, clip_max=0.5), dict(confirm_episodes=0),
+                                dict(confirm_start=True, confirm_sampler="sde"), dict(start_eval_envs=0),
+                                dict(start_seed=-1),
                                 dict(plateau_window=0), dict(plateau_tol=-0.1), dict(clip_max=1.5),
                                 dict(ema=1.0), dict(ema=-0.1)])
 def test_bcconfig_validation(kw):
@@ -139,12 +171,12 @@ def test_pretrain_saves_exactly_the_confirmed_weights(tmp_path, monkeypatch):
 
     task = get_task("toy")
     write_demos(tmp_path / "d.hdf5", task.demos(20, 0), task.meta())
-    values, states = {("confirm", 20): 0.30, ("confirm", 40): 0.90}, {}
+    values, states = {("confirm", 20): 0.30, ("start", 20): 0.25, ("confirm", 40): 0.90, ("start", 40): 0.8}, {}
 
     def fake(policy, bon, venv, H, cfg, kind, step, device):
         states[(kind, step)] = {k: v.clone() for k, v in policy.state_dict().items()}
         return {"success": values.get((kind, step), 1.0), "return": 0.0, "success_length": 1.0,
-                "episodes": float(cfg.confirm_episodes if kind == "confirm" else cfg.eval_episodes)}
+                "episodes": float(cfg.eval_episodes if kind == "cheap" else cfg.confirm_episodes)}
 
     monkeypatch.setattr(bc_mod, "_evaluate", fake)
     cfg = bc_preset("toy", "tiny", str(tmp_path / "d.hdf5"), gate="confirmed", steps=100, eval_every=20,
@@ -153,9 +185,10 @@ def test_pretrain_saves_exactly_the_confirmed_weights(tmp_path, monkeypatch):
     ckpt, res = pretrain(cfg)
     assert res["bc/steps"] == 20 and res["bc/trained_steps"] == 40 and res["bc/rolled_back"]
     assert res["eval/success"] == 0.30 and res["bc/cheap_success"] == 1.0 and res["eval/episodes"] == 64
+    assert res["bc/start_success"] == 0.25 and res["bc/independent_success"] == 0.30
     saved = load_file(str(ckpt / "model.safetensors"))
     for k, v in states[("confirm", 20)].items():
-        assert torch.equal(saved[f"actor.{k}"], v), k
+        assert torch.equal(saved[f"actor.{k}"], v) and torch.equal(states[("start", 20)][k], v), k
     gate = json.loads((tmp_path / "g" / "gate.json").read_text())
     assert [c["step"] for c in gate["checks"]] == [20, 40] and gate["checks"][1]["rolled_back_to"] == 20
     assert json.loads((ckpt / "config.json").read_text())["result"]["bc/steps"] == 20

@@ -118,13 +118,13 @@ def test_confirmed_gate_interval_is_closed(cheap, confirmed, stop):
 
     def evaluate(kind, step):
         calls.append(kind)
-        return {"success": cheap if kind == "cheap" else confirmed}
+        return {"success": cheap if kind == "cheap" else confirmed, "return": -1.0}
 
     gate = ClipGate(cfg, torch.nn.Linear(2, 2), evaluate)
     for x in (0.3,) * 4:
         gate.plateau.update(x)
     assert gate.check(10) is stop
-    assert calls == (["cheap"] if confirmed is None else ["cheap", "confirm"])
+    assert calls == (["cheap"] if confirmed is None else ["cheap", "confirm", "start"])  # both reads the same here
     if stop:
         res = gate.finish(10)
         assert res["bc/clipped"] and res["bc/confirmed_success"] == confirmed and not res["bc/over_ceiling"]

@@ -34,7 +34,7 @@ from flowft.envs.make import make_vec_env
 from flowft.errors import DataError
 from flowft.policies.flow import FlowPolicy, FlowPolicyConfig
 from flowft.registry import get_task, task_slug
-from flowft.train.evaluate import evaluate
+from flowft.train.evaluate import eval_stream, evaluate
 from flowft.utils.checkpoint import atomic_dir, commit_dir, save_modules
 from flowft.utils.config_io import to_dict, write_json
 from flowft.utils.manifest import CHECKPOINT_FORMAT
@@ -96,6 +96,18 @@ class BCConfig:
     """Episodes of the confirmation (the paper's evaluation size), on reset seeds disjoint from the cheap check's."""
     confirm_sampler: Literal["ode", "sde", "bon"] = "ode"
     """Sampler of the confirmation: ode is the deterministic policy the finetuning runs evaluate at step 0."""
+    confirm_start: bool = True
+    """Also read, at every confirmation, the exact episodes a finetuning run from the saved weights evaluates at step 0
+    (its reset seeds, generator and `start_eval_envs` envs; ODE) and confirm with the higher of the two reads: the
+    run's recorded start is then <= clip_max whenever the gate clipped, and the independent read keeps the choice from
+    resting on those 64 episodes' luck. Needs confirm_sampler ode. (A 7-demo Lift BC confirmed 0.42 on the
+    independent read alone, and its run read 0.55 at step 0.)"""
+    start_seed: int | None = None
+    """Seed of the finetuning run whose step-0 evaluation the start read repeats; None: this BC's seed (as
+    `flowft quickstart` and the benchmark suites use)."""
+    start_eval_envs: int = 8
+    """Evaluation envs of that finetuning run (--run.eval-envs; its episodes depend on it). Its evaluation must also
+    have confirm_episodes episodes (--run.eval-episodes)."""
     clip_max: float = 0.5
     """Ceiling of the confirmed success: the paper's BC start is <= 50 %."""
     overshoot: Literal["rollback", "continue"] = "rollback"
@@ -144,6 +156,8 @@ class BCConfig:
             ((c.success_rule == "reward") == (c.success_reward is not None), "success_reward",
              f"is needed with {flag('success_rule')} reward and only with it"),
             (c.success_key is None or bool(c.success_key.strip()), "success_key", "must be a non-empty name"),
+            (not c.confirm_start or c.confirm_sampler == "ode", "confirm_start",
+             f"repeats the finetuning run's step-0 ODE evaluation, so it needs {flag('confirm_sampler')} ode"),
             *sub_rules(c, "log", LOG_RULES)])
 
     def read_options(self, action_bounds=None) -> ReadOptions:
@@ -154,7 +168,8 @@ class BCConfig:
 
 _RULES = rules({
     ("steps", "batch_size", "eval_every", "eval_episodes", "eval_envs", "plateau_window", "confirm_episodes",
-     "clip_critic_heads"): INT_POS, ("min_steps", "seed"): INT_NONNEG, "lr": POS,
+     "clip_critic_heads", "start_eval_envs"): INT_POS, ("min_steps", "seed"): INT_NONNEG, "lr": POS,
+    "start_seed": integer(0, none="this BC's seed"),
     ("weight_decay", "plateau_tol"): NONNEG, "ema": number(ge=0, lt=1, note="0 turns the average off"),
     "clip_threshold": number(ge=0, note="> 1 never clips with --gate first-check"), "clip_max": UNIT,
     "max_episodes": integer(1, none="all"), "threads": integer(1, none="torch's choice"),
@@ -183,7 +198,14 @@ def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
     # the policy that is checked and saved: the trained weights, or their moving average (--ema)
     shown = copy.deepcopy(policy) if cfg.ema > 0 else policy
     bon = _clip_gate(policy, cfg, H, device) if "bon" in (cfg.clip_sampler, cfg.confirm_sampler) else None
-    evaluate = lambda kind, step: _evaluate(shown, bon, venv, H, cfg, kind, step, device)  # noqa: E731
+    venvs = {cfg.eval_envs: venv}  # the start read's envs (start_eval_envs) are made at its first use
+
+    def evaluate(kind: str, step: int) -> dict:
+        n = cfg.start_eval_envs if kind == "start" else cfg.eval_envs
+        if n not in venvs:
+            venvs[n] = make_vec_env(task, n)
+        return _evaluate(shown, bon, venvs[n], H, cfg, kind, step, device)
+
     gate = ClipGate(cfg, shown, evaluate) if cfg.clip and cfg.gate == "confirmed" else None
     stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
     run_dir = Path(cfg.out_dir) / (cfg.run_name or f"bc-{task_slug(cfg.task)}-s{cfg.seed}-{stamp}")
@@ -194,9 +216,14 @@ def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
     write_json(run_dir / "config.json", config)
     record_provenance(run_dir)
     logger = Logger(run_dir, cfg.log, config)
-    step, result = _train(cfg, policy, shown, data, H, device, logger, evaluate, gate)
-    if gate is not None:  # the confirmed weights to save are loaded into `shown` here
-        result = {**gate.finish(step), "bc/gate": cfg.gate}
+    try:
+        step, result = _train(cfg, policy, shown, data, H, device, logger, evaluate, gate)
+        if gate is not None:  # the confirmed weights to save are loaded into `shown` here (it may evaluate)
+            result = {**gate.finish(step), "bc/gate": cfg.gate}
+    finally:
+        for v in venvs.values():
+            v.close()
+    if gate is not None:
         (run_dir / "gate.json").write_text(json.dumps({"checks": gate.history, "result": result}, indent=1,
                                                       default=float))
         print(f"[bc] saved step {result['bc/steps']}: {cfg.confirm_sampler} success {result['eval/success']:.3f} "
@@ -291,7 +318,14 @@ def _clip_gate(policy: FlowPolicy, cfg: BCConfig, H: int, device):
 
 def _evaluate(policy: FlowPolicy, bon, venv, H: int, cfg: BCConfig, kind: str, step: int, device) -> dict:
     """One gate evaluation. kind "cheap": the periodic check; "confirm": the confirmation, on its own reset-seed
-    stream (seed + 30 000) so that it never re-reads the cheap check's episodes."""
+    stream (seed + 30 000) so that it never re-reads the cheap check's episodes; "start": the finetuning run's
+    step-0 ODE evaluation (train/evaluate.py eval_stream; venv must have start_eval_envs envs)."""
+    if kind == "start":
+        reset_seed, stream, gen_seed = eval_stream(cfg.seed if cfg.start_seed is None else cfg.start_seed, 0)
+        start_gen = torch.Generator(device=device).manual_seed(gen_seed)
+        return evaluate(lambda o: policy.sample_ode(o, generator=start_gen), venv, H, cfg.confirm_episodes,
+                        seed=reset_seed, stream=stream, device=device,
+                        progress="BC start read" if cfg.log.progress else None)
     sampler, episodes, offset = ((cfg.clip_sampler, cfg.eval_episodes, 0) if kind == "cheap" else
                                  (cfg.confirm_sampler, cfg.confirm_episodes, 10_000))
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 7919 + step + 1_000_003 * (offset > 0))

@@ -101,7 +101,14 @@ class ClipGate:
         return stop
 
     def _confirm(self, step: int, weights: dict, rec: dict) -> float:
+        """Confirm the weights evaluated at `step` (loaded in the policy now): the independent read and, with
+        confirm_start, the start read; the higher one counts and its evaluation dict is the one recorded."""
         res = self.evaluate("confirm", step)
+        if self.cfg.confirm_start:
+            start = self.evaluate("start", step)
+            rec["start"], rec["start_return"], rec["independent"] = start["success"], start["return"], res["success"]
+            res = max((start, res), key=lambda r: r["success"])  # the start read on a tie
+            res = {**res, "start_success": start["success"], "independent_success": rec["independent"]}
         self.confirmed[step] = (res["success"], res, weights)
         rec["confirmed"] = res["success"]
         return res["success"]
@@ -111,9 +118,12 @@ class ClipGate:
         so they are likely below the ceiling) are confirmed too; stop when any confirmed weights are <= clip_max."""
         if self.prev is not None and self.prev[0] not in self.confirmed:
             step, weights, _ = self.prev
-            res = self.evaluate("confirm", step)
-            self.confirmed[step] = (res["success"], res, weights)
-            rec["previous_confirmed"] = {"step": step, "confirmed": res["success"]}
+            now = _snapshot(self.policy)
+            self.policy.load_state_dict(weights)  # the evaluations read the policy's current weights
+            prev_rec = {"step": step}
+            self._confirm(step, weights, prev_rec)
+            self.policy.load_state_dict(now)
+            rec["previous_confirmed"] = {k: v for k, v in prev_rec.items() if k != "step"} | {"step": step}
         best = self._best()
         if best is not None and self.confirmed[best][0] <= self.cfg.clip_max:
             self.chosen, self.rolled_back = best, best != rec["step"]
@@ -145,7 +155,9 @@ class ClipGate:
         conf, res, weights = self.confirmed[self.chosen]
         self.policy.load_state_dict(weights)
         cheap = next((h.get("cheap", math.nan) for h in self.history if h["step"] == self.chosen), math.nan)
-        return {**{f"eval/{k}": v for k, v in res.items()}, "bc/steps": self.chosen, "bc/trained_steps": last_step,
+        reads = {f"bc/{k}": res[k] for k in ("start_success", "independent_success") if k in res}
+        return {**{f"eval/{k}": v for k, v in res.items() if k not in ("start_success", "independent_success")},
+                **reads, "bc/steps": self.chosen, "bc/trained_steps": last_step,
                 "bc/clipped": bool(cfg.clip_threshold <= conf <= cfg.clip_max), "bc/confirmed_success": conf,
                 "bc/cheap_success": cheap, "bc/over_ceiling": bool(conf > cfg.clip_max),
                 "bc/rolled_back": bool(self.rolled_back), "bc/confirmations": len(self.confirmed),

@@ -18,7 +18,7 @@ from flowft.algos.base import Algorithm, act_sampler
 from flowft.envs.make import make_vec_env, reset_vec_env
 from flowft.registry import TaskSpec
 from flowft.train.collector import ChunkCollector
-from flowft.train.evaluate import evaluate
+from flowft.train.evaluate import eval_stream, evaluate
 
 STEP_FIELDS = ("obs", "actions", "rewards", "terminated", "truncated", "next_obs", "success")
 """Arrays of a worker message, each [T, N, ...] (train/collector.StepResult)."""
@@ -95,9 +95,10 @@ class EnvWorker:
         load_weights(self.algo, weights)
         out = {}
         for mode in samplers:
-            gen = torch.Generator().manual_seed(seed * 1_000_003 + evals)
+            reset_seed, stream, gen_seed = eval_stream(seed, evals)
+            gen = torch.Generator().manual_seed(gen_seed)
             res = evaluate(lambda o, m=mode, g=gen: act_sampler(self.algo, o, m, g), self.venv, self.H, episodes,
-                           seed=seed + 10_000, stream=evals, device=torch.device("cpu"))
+                           seed=reset_seed, stream=stream, device=torch.device("cpu"))
             out.update({f"eval/{mode}/{k}": v for k, v in res.items()})
         return out
 

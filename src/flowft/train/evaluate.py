@@ -15,6 +15,13 @@ from flowft.train.collector import ActFn, ChunkCollector
 from flowft.utils.logging import console
 
 
+def eval_stream(seed: int, evals: int) -> tuple[int, int, int]:
+    """(reset seed, reset stream, sampler-generator seed) of evaluation number `evals` (0: the step-0 one) of a
+    finetuning run of seed `seed`. One definition for the training loop, the Ray eval worker and the BC gate's start
+    read (algos/bc_gate.py), which re-reads exactly the episodes a run from the saved BC evaluates at step 0."""
+    return seed + 10_000, evals, seed * 1_000_003 + evals
+
+
 def evaluate(act_fn: ActFn, venv: gym.vector.VectorEnv, chunk_len: int, episodes: int, seed: int, stream: int,
              device: torch.device, frames: list | None = None, progress: str | None = None) -> dict[str, float]:
     """Run `episodes` episodes (ceil(episodes/N) rounds on N envs, distinct reset seeds per round/env).

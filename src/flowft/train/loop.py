@@ -33,7 +33,7 @@ from flowft.train.checkpointing import (kept_checkpoint_note, load_checkpoint, m
                                         weight_rms)
 from flowft.train.clock import Clock
 from flowft.train.collector import ChunkCollector, env_states, restore_env_states
-from flowft.train.evaluate import evaluate, record_videos
+from flowft.train.evaluate import eval_stream, evaluate, record_videos
 from flowft.train.onpolicy import RolloutStorage
 from flowft.train.resuming import plan_resume, record_budget
 from flowft.train.runguard import (LOCK_NAME, GracefulStop, RunInterrupted, RunLock, check_new_run_dir,
@@ -177,9 +177,10 @@ class Trainer:
     def evaluate_now(self) -> dict[str, float]:
         r, out = self.cfg.run, {}
         for mode in r.eval_samplers:
-            gen = torch.Generator(device=self.device).manual_seed(r.seed * 1_000_003 + self.evals)
+            reset_seed, stream, gen_seed = eval_stream(r.seed, self.evals)
+            gen = torch.Generator(device=self.device).manual_seed(gen_seed)
             res = evaluate(lambda o, m=mode, g=gen: act_sampler(self.algo, o, m, g), self.eval_venv, self.H,
-                           r.eval_episodes, seed=r.seed + 10_000, stream=self.evals, device=self.device,
+                           r.eval_episodes, seed=reset_seed, stream=stream, device=self.device,
                            progress=f"eval {mode}" if r.log.progress else None)  # the training bar waits meanwhile
             out.update({f"eval/{mode}/{k}": v for k, v in res.items()})
         self.evals += 1
