@@ -125,7 +125,9 @@ def _bc_stage(args: QuickstartArgs, out: Path, demos: Path, stem: str, n_demos: 
     ladder = (args.fewer_demos if args.fewer_demos is not None else BC_FEWER_DEMOS.get(args.task, ())) if gated else ()
     print(f"[2/3] behaviour cloning, clipped at {bc_cfg.clip_threshold:.0%}-{bc_cfg.clip_max:.0%} {bc_sampler} success "
           + (f"once the loss has flattened (check every {bc_cfg.eval_every} steps: {bc_cfg.eval_episodes} "
-             f"{bc_cfg.clip_sampler} episodes, confirmed on {bc_cfg.confirm_episodes})" if gated
+             f"{bc_cfg.clip_sampler} episodes, confirmed on {bc_cfg.confirm_episodes}"
+             + (f" and on the run's own {bc_cfg.confirm_episodes} step-0 episodes)" if bc_cfg.confirm_start else ")")
+             if gated
              else f"(check every {bc_cfg.eval_every} steps)")
           + (f"; over the ceiling, again on the first {', '.join(map(str, ladder))} successful demos in turn"
              if ladder else ""), file=sys.stderr)
