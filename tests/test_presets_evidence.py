@@ -74,6 +74,7 @@ def test_earlier_presets_differ_where_the_section_9_runs_say(algo, task, run, fi
 @pytest.mark.parametrize("run, fields", [
     ("lift/quickstart-distill3/s0", set()),  # the quickstart today: the Lift preset with distillation at 3
     ("lift/quickstart-rerun/s0", {"bon_distill_coeff"}),  # its control, same BC: the quickstart before distillation
+    ("lift/quickstart-distill0/s2", {"bon_distill_coeff"}),  # the seed-2 control, from the seed-2 quickstart's BC
 ])
 def test_the_quickstart_is_the_published_quickstart_runs_configuration(run, fields):
     """`flowft quickstart` (Lift, seed 0) trains with the Lift preset at the quickstart's budget: the configuration
