@@ -75,6 +75,7 @@ def test_earlier_presets_differ_where_the_section_9_runs_say(algo, task, run, fi
     ("lift/quickstart-distill3/s0", set()),  # the quickstart today: the Lift preset with distillation at 3
     ("lift/quickstart-distill3/s1", set()),  # `flowft quickstart --seed 1` itself, with today's BC gate
     ("lift/quickstart-rerun/s0", {"bon_distill_coeff"}),  # its control, same BC: the quickstart before distillation
+    ("lift/quickstart-distill0/s1", {"bon_distill_coeff"}),  # the seed-1 control, from the seed-1 quickstart's BC
     ("lift/quickstart-distill0/s2", {"bon_distill_coeff"}),  # the seed-2 control, from the seed-2 quickstart's BC
 ])
 def test_the_quickstart_is_the_published_quickstart_runs_configuration(run, fields):
