@@ -120,10 +120,9 @@ class ClipGate:
             step, weights, _ = self.prev
             now = _snapshot(self.policy)
             self.policy.load_state_dict(weights)  # the evaluations read the policy's current weights
-            prev_rec = {"step": step}
-            self._confirm(step, weights, prev_rec)
+            rec["previous_confirmed"] = {"step": step}  # _confirm fills in the reads
+            self._confirm(step, weights, rec["previous_confirmed"])
             self.policy.load_state_dict(now)
-            rec["previous_confirmed"] = {k: v for k, v in prev_rec.items() if k != "step"} | {"step": step}
         best = self._best()
         if best is not None and self.confirmed[best][0] <= self.cfg.clip_max:
             self.chosen, self.rolled_back = best, best != rec["step"]
