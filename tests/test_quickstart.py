@@ -15,6 +15,9 @@ def test_default_task_is_lift_with_a_short_budget():
     # 50k: the Lift preset with Best-of-8 read 0.92 / 0.97 / 0.88 there from three honest starts (docs/results.md
     # section 9); evals at 0, halfway, end
     assert run.env_steps == 50_000 and run.env_steps // run.eval_every == 2
+    # the 15-minute budget: the ODE policy only is evaluated, and the updates overlap the simulator steps
+    assert run.eval_samplers == ("ode",) and run.overlap_updates
+    assert not train_preset("ogpo-plus-ca", "lift", "tiny").run.overlap_updates  # the preset itself: off
     # simulator presets act with one SDE sample until the critic has had 2000 updates, then with Best-of-8
     algo = train_preset("ogpo-plus-ca", "lift", "tiny").algo
     assert (algo.best_of_n, algo.bon_after_updates) == (8, 2000)
@@ -43,3 +46,17 @@ def test_quickstart_toy_end_to_end(tmp_path, capsys):
     runs = [p for p in tmp_path.iterdir() if p.name.startswith("ogpo-plus-ca-toy")]
     assert len(runs) == 1 and (runs[0] / "plots" / "learning_curve.png").exists()
     assert (runs[0] / "checkpoints").is_dir()
+
+
+def test_quickstart_without_the_rollout_sampler_says_how_to_evaluate_it(tmp_path, capsys, monkeypatch):
+    """Lift's quickstart evaluates the ODE policy only: the summary names the command that evaluates the rollout
+    sampler instead of printing a number it did not measure."""
+    import flowft.quickstart as qs
+
+    monkeypatch.setitem(qs.QUICKSTART, "toy", {**qs.QUICKSTART["toy"], "run": {"eval_samplers": ("ode",)}})
+    assert main(["quickstart", "--task", "toy", "--env-steps", "400", "--out-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    run = next(p for p in tmp_path.iterdir() if p.name.startswith("ogpo-plus-ca-toy"))
+    assert "rollout sampler (" not in out and f"flowft eval {run} --samplers bon" in out
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "eval/ode/success" in header and not any(h.startswith("eval/bon/") for h in header)
