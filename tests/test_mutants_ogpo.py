@@ -131,6 +131,31 @@ def test_ppo_loss_runs_the_log_prob_of_zero_advantage_chains_only_for_all_chain_
     assert calls == want + [((1, n), True)]
 
 
+@pytest.mark.parametrize("ratio_stats_over, every", [("live", False), ("all", True)])
+def test_bf16_old_log_probs_take_the_new_ones_calls_and_skip_zero_advantage_chains(ratio_stats_over, every):
+    """A chain imagined in bf16 gets its old log-prob from the EMA actor's teacher-forced log-prob (the ratio must be
+    exactly 1 at theta = theta_old): through the same calls as the new log-probs (rows, shapes, precision), so the
+    chains of zero advantage skip both, and at theta = theta_old every logged ratio is exactly 1."""
+    from flowft.train.fastpath import UpdatePath
+
+    algo = make("ogpo-plus", group_size=4, advantage="conservative", ratio_stats=ratio_stats_over)
+    algo.fast = UpdatePath(algo.device, None, "bf16")  # eager bf16 autocast (emulated where the CPU has no bf16)
+    algo.critic_target = QuadQ()
+    S, calls = states(3), []
+    real = algo.fast.log_prob
+    algo.fast.log_prob = lambda policy, obs, chain: calls.append(
+        (policy is algo.actor_target, chain.shape[:2], torch.is_grad_enabled())) or real(policy, obs, chain)
+    gen = replay(algo.gen)
+    stats, _, _ = algo._ppo_loss(S)  # actor == EMA actor: theta = theta_old
+    _, adv = scores(algo, S, algo.actor_target.sample_sde(S, 4, generator=gen).actions)
+    n = int((adv != 0).sum())
+    assert 0 < n < adv.numel()
+    others = [((1, adv.numel() - n), False)] if every else []
+    assert calls == [(False, *c) for c in [*others, ((1, n), True)]] + [(True, *c) for c in [*others, ((1, n), False)]]
+    assert (stats["actor/ratio_mean"], stats["actor/ratio_max"], stats["actor/approx_kl"]) == (1.0, 1.0, 0.0)
+    assert stats["actor/clip_frac"] == 0.0
+
+
 # ------------------------------------------------------------------------------------- AWR-FM / FPO
 def ref_ode_loss(algo, S: torch.Tensor, gen: torch.Generator):
     """The whole group's AWR-FM / FPO loss on the draws the sliced path makes (tau, eps per slice, concatenated)."""

@@ -170,24 +170,27 @@ class OGPO(Algorithm):
         """OGPO (§1.4): G SDE chains per state from the EMA actor, clipped whole-chain ratio; AW-OGPO (§1.9) puts
         the AWR weights in place of A."""
         cfg, G, slices = self.cfg, self.cfg.group_size, self._slices(S.shape[0])
-        with torch.no_grad():
-            imagined = self.fast.sample_sde(self.actor_target, S, G, self.gen)  # chain [G, B, K+1, d]
+        with torch.no_grad():  # old log-probs below (old_log_prob_rows: bf16 imagination needs the live rows first)
+            imagined = self.fast.sample_sde(self.actor_target, S, G, self.gen, logp=False)  # chain [G, B, K+1, d]
             q, adv, stats = self._group_advantages(S, imagined.actions, slices)
             w = self._awr_weights(adv, stats) if cfg.extraction == "awr" else adv  # [G, B]
         live_all = w != 0  # [G, B]: a chain of weight 0 adds nothing to the loss (sign consensus zeroes ~70 %)
         every = cfg.ratio_stats == "all" or not bool(live_all.any())  # the chains the ratio statistics average over
-        pg_loss, new_logp = 0.0, []
+        pg_loss, new_logp, old_logp = 0.0, [], []
         for sl in slices:  # gradient accumulation: sum of slice means weighted by slice size = the full mean
             live = live_all[sl]  # [g, B]
             # teacher-forced, fp32: [n] of the live chains (graph), [g, B] detached (NaN where skipped) for the stats
             logp, logp_all = self.fast.log_prob_rows(self.actor, S, imagined.chain[sl], live, others=every)
+            old, old_all = self.fast.old_log_prob_rows(self.actor_target, S, imagined.chain[sl], live, every,
+                                                       imagined.logp[sl])  # [n], [g, B]
             if logp.numel():  # the slice mean = (live share) x the mean over its live chains
-                loss = ppo_clip_loss(logp, imagined.logp[sl][live], w[sl][live], cfg.clip_eps)
+                loss = ppo_clip_loss(logp, old, w[sl][live], cfg.clip_eps)
                 loss = loss * (logp.numel() / live.numel())
                 (loss * (live.shape[0] / G)).backward()
                 pg_loss += loss.item() * live.shape[0] / G
             new_logp.append(logp_all)
-        log_ratio = torch.cat(new_logp) - imagined.logp  # [G, B]
+            old_logp.append(old_all)
+        log_ratio = torch.cat(new_logp) - torch.cat(old_logp)  # [G, B]
         log_ratio = log_ratio if every else log_ratio[live_all]  # [G, B] or [n]
         stats.update({f"actor/{k}": v for k, v in ratio_stats(log_ratio, cfg.clip_eps).items()})
         stats["actor/pg_loss"] = pg_loss

@@ -11,8 +11,8 @@ the eager path, so compiled updates follow the eager ones up to float rounding a
 `--run.precision`: bf16-nograd runs the no-grad imagination and critic scoring under bf16 autocast; bf16 also the
 teacher-forced log-probs, the critic TD step and the CFM term (mixed precision: weights, optimizer state, chains and
 log-prob sums stay fp32). The PPO ratio must be 1 at theta = theta_old, so whenever the chain was imagined in bf16
-the old log-probs are not the sampler's but the teacher-forced log-prob of the EMA actor, the very function (and
-numerics) that gives the new ones.
+the old log-probs are not the sampler's but the teacher-forced log-prob of the EMA actor through the very calls
+(function, precision, rows and shapes) that give the new ones (`old_log_prob_rows`).
 
 `enable_fast_path` compiles by running one real update on a synthetic buffer (every graph the run needs, backward
 included), then restores every weight, optimizer state, generator and counter; where that fails (no C++ compiler,
@@ -164,9 +164,8 @@ class UpdatePath:
         nothing to the loss or its gradient; only the ratio statistics may want its log-prob (`others`), and its
         no-grad forward costs about a third of a forward + backward (Lift dims, 512 chains, 1 thread: 19.7 -> 11.3
         CPU ms at 30 % rows with a gradient; docs/benchmarks.md). One call over every chain where the log-prob is
-        compiled (fixed shapes), under bf16 (the old log-probs were computed over the whole batch: the ratio stays 1
-        at theta = theta_old) and when every row needs its gradient."""
-        fixed = self.fn["log_prob"] is not _log_prob or self.bf16_train or not self.skip_zero_weight
+        compiled (fixed shapes) and when every row needs its gradient."""
+        fixed = self.fn["log_prob"] is not _log_prob or not self.skip_zero_weight
         if fixed or bool(rows.all()):
             logp = self.log_prob(policy, obs, chain)  # [G, B]
             return logp[rows], logp.detach()
@@ -178,6 +177,18 @@ class UpdatePath:
         live = self.log_prob(policy, S[rows], chain[rows].unsqueeze(0))[0] if rows.any() else out.new_zeros(0)  # [n]
         out[rows] = live.detach()
         return live, out
+
+    @torch.no_grad()
+    def old_log_prob_rows(self, policy_target, obs: torch.Tensor, chain: torch.Tensor, rows: torch.Tensor,
+                          others: bool, sampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The old log-probs paired with `log_prob_rows(policy, obs, chain, rows, others)`: (fp32 [n] of the chains
+        where rows [G, B], fp32 [G, B]). Imagined in fp32: the sampler's own log-probs `sampled` [G, B]. Imagined in
+        bf16 (the sampler's would differ by up to 2e-4): the EMA actor's teacher-forced log-probs through the same
+        calls as the new ones, rows and shapes included, so the ratio is exactly 1 at theta = theta_old while the
+        chains of zero weight still skip every log-prob forward (none at all without `others`)."""
+        if not self.bf16_nograd:
+            return sampled[rows], sampled
+        return self.log_prob_rows(policy_target, obs, chain, rows, others)
 
     def cfm_loss(self, policy, obs, actions, valid, generator: torch.Generator | None) -> torch.Tensor:
         """= policy.cfm_loss(obs, actions, valid, generator): the same x0 then t draws, then the pure loss."""
