@@ -159,6 +159,8 @@ CROSS = [  # constraints between fields that would otherwise fail deep inside (o
      "must be < --algo.noise-actor.log-std-max"),
     ("dsrl", {"algo.variant": "sac"}, "algo.variant", "is not supported"),
     ("ogpo-plus-ca", {"run.eval_samplers": []}, "run.eval_samplers", "needs at least one sampler"),
+    ("ogpo-plus-ca", {"run.start_eval_from_bc": True, "run.env_workers": 2}, "run.start_eval_from_bc",
+     "is for the single-process loop (--run.env-workers 0)"),
     # off-policy: the first update samples a whole chunk (H = 4 steps) of every env; it crashed after the run dir
     ("ogpo-plus-ca", {"run.start_training": 0}, "run.start_training",
      "must be >= 25 (--run.num-envs 8, chunk length 4 of task 'toy'"),

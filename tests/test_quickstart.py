@@ -15,15 +15,17 @@ def test_default_task_is_lift_with_a_short_budget():
     # 50k: the Lift preset with Best-of-8 read 0.92 / 0.97 / 0.88 there from three honest starts (docs/results.md
     # section 9); evals at 0, halfway, end
     assert run.env_steps == 50_000 and run.env_steps // run.eval_every == 2
-    # the 15-minute budget: the ODE policy only is evaluated, and the updates overlap the simulator steps
-    assert run.eval_samplers == ("ode",) and run.overlap_updates
+    bc = bc_preset("lift", "tiny", "x.hdf5")
+    # the 15-minute budget: the ODE policy only is evaluated, step 0 takes the BC gate's start read of the same
+    # episodes (the BC's start_seed defaults to its seed, the run's), and the updates overlap the simulator steps
+    assert run.eval_samplers == ("ode",) and run.start_eval_from_bc and run.overlap_updates
+    assert (bc.start_seed, bc.start_eval_envs, bc.confirm_episodes) == (None, run.eval_envs, run.eval_episodes)
     assert not train_preset("ogpo-plus-ca", "lift", "tiny").run.overlap_updates  # the preset itself: off
     # simulator presets act with one SDE sample until the critic has had 2000 updates, then with Best-of-8
     algo = train_preset("ogpo-plus-ca", "lift", "tiny").algo
     assert (algo.best_of_n, algo.bon_after_updates) == (8, 2000)
     # issue 17: the clip is decided on a 64-episode confirmation of the ODE policy (the one every run reports at
     # step 0) after the loss has flattened; the cheap 16-episode check reads the ODE policy too
-    bc = bc_preset("lift", "tiny", "x.hdf5")
     assert (bc.gate, bc.confirm_sampler, bc.confirm_episodes, bc.clip_sampler) == ("confirmed", "ode", 64, "ode")
     assert bc.clip_max <= 0.5 and bc.min_steps > 0
     # the paper preset acts with Best-of-N from step 0, and its cheap check does too

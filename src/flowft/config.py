@@ -46,6 +46,11 @@ class RunConfig:
     eval_samplers: tuple[Sampler, ...] = ("ode", "bon")
     """Evaluators: ode = the ODE policy from a drawn start noise (the reference's); ode_zero = the same from x0 = 0
     (one deterministic chunk per state); sde = one SDE sample; bon = the Best-of-N SDE rollout policy."""
+    start_eval_from_bc: bool = False
+    """Step 0: log the BC gate's start read as the ODE evaluation instead of running it again, when the BC checkpoint
+    has one of exactly these episodes (BCConfig.confirm_start with this run's seed, --run.eval-episodes,
+    --run.eval-envs and device; tests/test_bc_start_read.py checks that the two agree); else evaluate as usual.
+    `flowft quickstart` sets it on Lift, where a 64-episode evaluation takes about a minute on 2 cores."""
     ckpt_every: int = 10_000
     """Env steps between checkpoints (on-policy: at the next rollout boundary); one more is written at the budget."""
     keep_checkpoints: int = 2
@@ -109,6 +114,8 @@ class RunConfig:
     def __post_init__(self):
         check(self, _RUN_RULES, "run.", lambda c, flag: [
             (len(c.eval_samplers) > 0, "eval_samplers", "needs at least one sampler (ode, ode_zero, sde, bon)"),
+            (not (c.start_eval_from_bc and c.env_workers), "start_eval_from_bc",
+             "is for the single-process loop (--run.env-workers 0)"),
             (c.precision in ("fp32", "bf16-nograd", "bf16"), "precision", "must be fp32, bf16-nograd or bf16"),
             (c.worker_order in ("arrival", "round-robin"), "worker_order", "must be arrival or round-robin"),
             (c.video_every % c.eval_every == 0, "video_every",

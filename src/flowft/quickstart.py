@@ -32,11 +32,12 @@ QUICKSTART: dict[str, dict] = {
     # 50k env steps: from three honest starts (seed 0's an earlier quickstart BC) the Lift preset with Best-of-8
     # read 0.86 / 0.97 / 0.81 at 40k and 0.92 / 0.97 / 0.88 at 50k (docs/results.md section 9); with Best-of-N
     # distillation (the Lift preset since 2026-12-01) seed 0 read 0.94 at 50k (0.81 without, same BC); evaluations at
-    # 0, 25k and 50k. For the 15-minute budget on 2 cores (seed 0 took 17.6 min without these two): the ODE policy
-    # only is evaluated (the reported number; the Best-of-N one cost a quarter of the run's time), and each env step's
-    # updates run while the simulator processes step (overlap, no cost at equal env steps on toy; docs/results.md)
+    # 0, 25k and 50k. For the 15-minute budget on 2 cores (seed 0 took 17.6 min without the next three): the ODE
+    # policy only is evaluated (the reported number; the Best-of-N one cost a quarter of the run's time), step 0's
+    # evaluation is the BC gate's start read of the same 64 episodes, and each env step's updates run while the
+    # simulator processes step (overlap; no cost at equal env steps on toy; docs/results.md)
     "lift": {"demo_episodes": 12, "run": {"env_steps": 50_000, "eval_every": 25_000, "eval_samplers": ("ode",),
-                                          "overlap_updates": True}},
+                                          "start_eval_from_bc": True, "overlap_updates": True}},
 }
 
 

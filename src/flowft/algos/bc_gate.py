@@ -108,7 +108,7 @@ class ClipGate:
             start = self.evaluate("start", step)
             rec["start"], rec["start_return"], rec["independent"] = start["success"], start["return"], res["success"]
             res = max((start, res), key=lambda r: r["success"])  # the start read on a tie
-            res = {**res, "start_success": start["success"], "independent_success": rec["independent"]}
+            res = {**res, **{f"start_{k}": v for k, v in start.items()}, "independent_success": rec["independent"]}
         self.confirmed[step] = (res["success"], res, weights)
         rec["confirmed"] = res["success"]
         return res["success"]
@@ -154,8 +154,9 @@ class ClipGate:
         conf, res, weights = self.confirmed[self.chosen]
         self.policy.load_state_dict(weights)
         cheap = next((h.get("cheap", math.nan) for h in self.history if h["step"] == self.chosen), math.nan)
-        reads = {f"bc/{k}": res[k] for k in ("start_success", "independent_success") if k in res}
-        return {**{f"eval/{k}": v for k, v in res.items() if k not in ("start_success", "independent_success")},
+        # bc/start_*: the whole start read (a run from these weights may log it as its step-0 evaluation)
+        reads = {f"bc/{k}": v for k, v in res.items() if k.startswith("start_") or k == "independent_success"}
+        return {**{f"eval/{k}": v for k, v in res.items() if f"bc/{k}" not in reads},
                 **reads, "bc/steps": self.chosen, "bc/trained_steps": last_step,
                 "bc/clipped": bool(cfg.clip_threshold <= conf <= cfg.clip_max), "bc/confirmed_success": conf,
                 "bc/cheap_success": cheap, "bc/over_ceiling": bool(conf > cfg.clip_max),

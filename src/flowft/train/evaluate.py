@@ -22,6 +22,23 @@ def eval_stream(seed: int, evals: int) -> tuple[int, int, int]:
     return seed + 10_000, evals, seed * 1_000_003 + evals
 
 
+def bc_start_read(run) -> dict[str, float] | None:
+    """The step-0 ODE evaluation of a run (RunConfig `run`) from its BC checkpoint, when that BC's gate already
+    read exactly those episodes (its start read, algos/bc_gate.py: the same eval_stream seed, episode count, eval
+    envs, task and device); None otherwise (the run then evaluates)."""
+    from flowft.utils.config_io import read_json
+
+    data = read_json(Path(run.bc_checkpoint) / "config.json")
+    bc, res = data.get("bc", {}), data.get("result", {})
+    start = {k: res.get(f"bc/start_{k}") for k in ("success", "return", "success_length", "episodes")}
+    same = (bc.get("confirm_start") and bc.get("confirm_sampler") == "ode"
+            and (bc.get("seed") if bc.get("start_seed") is None else bc.get("start_seed")) == run.seed
+            and bc.get("start_eval_envs") == run.eval_envs and bc.get("confirm_episodes") == run.eval_episodes
+            and start["episodes"] == run.eval_episodes and bc.get("task") == run.task
+            and bc.get("device") == run.device)
+    return start if same and None not in start.values() else None
+
+
 def evaluate(act_fn: ActFn, venv: gym.vector.VectorEnv, chunk_len: int, episodes: int, seed: int, stream: int,
              device: torch.device, frames: list | None = None, progress: str | None = None) -> dict[str, float]:
     """Run `episodes` episodes (ceil(episodes/N) rounds on N envs, distinct reset seeds per round/env).

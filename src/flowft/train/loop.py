@@ -33,7 +33,7 @@ from flowft.train.checkpointing import (kept_checkpoint_note, load_checkpoint, m
                                         weight_rms)
 from flowft.train.clock import Clock
 from flowft.train.collector import ChunkCollector, env_states, restore_env_states
-from flowft.train.evaluate import eval_stream, evaluate, record_videos
+from flowft.train.evaluate import bc_start_read, eval_stream, evaluate, record_videos
 from flowft.train.onpolicy import RolloutStorage
 from flowft.train.resuming import plan_resume, record_budget
 from flowft.train.runguard import (LOCK_NAME, GracefulStop, RunInterrupted, RunLock, check_new_run_dir,
@@ -174,14 +174,16 @@ class Trainer:
                                self.cfg.run.keep_checkpoints)
 
     # ------------------------------------------------------------------------------------------- eval
-    def evaluate_now(self) -> dict[str, float]:
+    def evaluate_now(self, known: dict[str, dict] | None = None) -> dict[str, float]:
+        """One evaluation per sampler; `known`: results already read of exactly these episodes, by sampler."""
         r, out = self.cfg.run, {}
         for mode in r.eval_samplers:
             reset_seed, stream, gen_seed = eval_stream(r.seed, self.evals)
             gen = torch.Generator(device=self.device).manual_seed(gen_seed)
-            res = evaluate(lambda o, m=mode, g=gen: act_sampler(self.algo, o, m, g), self.eval_venv, self.H,
-                           r.eval_episodes, seed=reset_seed, stream=stream, device=self.device,
-                           progress=f"eval {mode}" if r.log.progress else None)  # the training bar waits meanwhile
+            res = (known or {}).get(mode) or evaluate(
+                lambda o, m=mode, g=gen: act_sampler(self.algo, o, m, g), self.eval_venv, self.H, r.eval_episodes,
+                seed=reset_seed, stream=stream, device=self.device,
+                progress=f"eval {mode}" if r.log.progress else None)  # the training bar waits meanwhile
             out.update({f"eval/{mode}/{k}": v for k, v in res.items()})
         self.evals += 1
         return out
@@ -268,7 +270,10 @@ class Trainer:
         last_eval: dict[str, float] = {}
         last_eval_step = -1
         if self.env_steps == 0 and self.evals == 0:
-            last_eval, last_eval_step = self.evaluate_now(), 0
+            start = bc_start_read(r) if r.start_eval_from_bc and "ode" in r.eval_samplers else None
+            if start is not None:
+                console(f"step 0: ODE evaluation = the BC gate's start read of these {r.eval_episodes} episodes")
+            last_eval, last_eval_step = self.evaluate_now({"ode": start} if start else None), 0
             self.logger.log(last_eval, 0, self.algo.grad_steps)
             console(summary_line(last_eval, 0))
         bar = tqdm(total=r.env_steps, initial=self.env_steps, unit="step", dynamic_ncols=True,
@@ -378,12 +383,8 @@ class Trainer:
                       self.run_dir / "videos" / f"{self.env_steps:010d}", r.seed + 10_000, self.device)
 
     def _episode_stats(self) -> dict[str, float]:
-        if not self.recent:
-            return {}
-        eps = self.recent
-        return {"train/episode_success": float(np.mean([e["success"] for e in eps])),
-                "train/episode_return": float(np.mean([e["return"] for e in eps])),
-                "train/episode_length": float(np.mean([e["length"] for e in eps]))}
+        keys = ("success", "return", "length") if self.recent else ()  # over the last EPISODE_WINDOW episodes
+        return {f"train/episode_{k}": float(np.mean([e[k] for e in self.recent])) for k in keys}
 
     def _critic_diag(self) -> dict[str, float]:
         """train/critic_diag/*: the critic's Q on the last finished episodes' executed chunks vs. their Monte-Carlo
