@@ -135,8 +135,9 @@ def test_ppo_loss_runs_the_log_prob_of_zero_advantage_chains_only_for_all_chain_
 def test_bf16_old_log_probs_take_the_new_ones_calls_and_skip_zero_advantage_chains(ratio_stats_over, every):
     """A chain imagined in bf16 gets its old log-prob from the EMA actor's teacher-forced log-prob (the ratio must be
     exactly 1 at theta = theta_old): through the same calls as the new log-probs (rows, shapes, precision), so the
-    chains of zero advantage skip both, and at theta = theta_old every logged ratio is exactly 1."""
-    from flowft.train.fastpath import UpdatePath
+    chains of zero advantage skip both, and at theta = theta_old every logged ratio is exactly 1. The gradient is
+    the unpadded reference's (test_ppo_loss_gradient_and_stats_match_the_whole_group_reference, fp32)."""
+    from flowft.train.fastpath import ROW_BUCKET, UpdatePath
 
     algo = make("ogpo-plus", group_size=4, advantage="conservative", ratio_stats=ratio_stats_over)
     algo.fast = UpdatePath(algo.device, None, "bf16")  # eager bf16 autocast (emulated where the CPU has no bf16)
@@ -150,8 +151,10 @@ def test_bf16_old_log_probs_take_the_new_ones_calls_and_skip_zero_advantage_chai
     _, adv = scores(algo, S, algo.actor_target.sample_sde(S, 4, generator=gen).actions)
     n = int((adv != 0).sum())
     assert 0 < n < adv.numel()
-    others = [((1, adv.numel() - n), False)] if every else []
-    assert calls == [(False, *c) for c in [*others, ((1, n), True)]] + [(True, *c) for c in [*others, ((1, n), False)]]
+    rows = lambda m: -(-m // ROW_BUCKET) * ROW_BUCKET  # noqa: E731 (bf16 pads a subset's rows: one kernel per bucket)
+    others = [((1, rows(adv.numel() - n)), False)] if every else []
+    live = (1, rows(n))
+    assert calls == [(False, *c) for c in [*others, (live, True)]] + [(True, *c) for c in [*others, (live, False)]]
     assert (stats["actor/ratio_mean"], stats["actor/ratio_max"], stats["actor/approx_kl"]) == (1.0, 1.0, 0.0)
     assert stats["actor/clip_frac"] == 0.0
 

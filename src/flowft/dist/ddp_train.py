@@ -113,8 +113,8 @@ class DDPTrainer(Trainer):
     def save(self):
         return super().save() if self.rank == 0 else None
 
-    def evaluate_now(self) -> dict[str, float]:
-        return super().evaluate_now() if self.rank == 0 else {}
+    def evaluate_now(self, known: dict[str, dict] | None = None) -> dict[str, float]:
+        return super().evaluate_now(known) if self.rank == 0 else {}
 
     def _log_row(self, clock, bar) -> dict[str, float]:
         if self.rank == 0:

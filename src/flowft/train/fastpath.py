@@ -44,6 +44,12 @@ gelu-tanh activation compiling the log-prob on CPU gains 6-10 %, but the whole u
 (second pass in the same doc); `pieces` / update_speed.py's "compile+log_prob" modes measure such variants."""
 
 
+ROW_BUCKET = 64
+"""Under bf16 a log-prob call over a subset of the chains pads it to a multiple of this many rows: oneDNN builds its
+bf16 kernels per shape (a new row count took 4x a cached one, Lift dims, 1 thread), and the number of live chains
+changes at every update; fp32 calls stay unpadded (MKL has no per-shape kernels)."""
+
+
 def _autocast(device: torch.device, on: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
 
@@ -173,10 +179,18 @@ class UpdatePath:
         out = torch.full(rows.shape, float("nan"), device=chain.device)  # [G, B]
         if others:
             with torch.no_grad():
-                out[~rows] = self.log_prob(policy, S[~rows], chain[~rows].unsqueeze(0))[0]
-        live = self.log_prob(policy, S[rows], chain[rows].unsqueeze(0))[0] if rows.any() else out.new_zeros(0)  # [n]
+                out[~rows] = self._subset(policy, S[~rows], chain[~rows])
+        live = self._subset(policy, S[rows], chain[rows]) if rows.any() else out.new_zeros(0)  # [n]
         out[rows] = live.detach()
         return live, out
+
+    def _subset(self, policy, obs: torch.Tensor, chain: torch.Tensor) -> torch.Tensor:
+        """Log-probs of n chains: obs [n, Do], chain [n, K+1, d] -> [n]; under bf16 computed over n rounded up to a
+        multiple of ROW_BUCKET (copies of the last chain, dropped after)."""
+        n, pad = obs.shape[0], (-obs.shape[0]) % ROW_BUCKET if self.bf16_train else 0
+        if pad:
+            obs, chain = torch.cat([obs, obs[-1:].expand(pad, -1)]), torch.cat([chain, chain[-1:].expand(pad, -1, -1)])
+        return self.log_prob(policy, obs, chain.unsqueeze(0))[0, :n]
 
     @torch.no_grad()
     def old_log_prob_rows(self, policy_target, obs: torch.Tensor, chain: torch.Tensor, rows: torch.Tensor,
