@@ -17,10 +17,12 @@ def test_default_task_is_lift_with_a_short_budget():
     assert run.env_steps == 50_000 and run.env_steps // run.eval_every == 2
     bc = bc_preset("lift", "tiny", "x.hdf5")
     # the 15-minute budget: the ODE policy only is evaluated, step 0 takes the BC gate's start read of the same
-    # episodes (the BC's start_seed defaults to its seed, the run's), and the updates overlap the simulator steps
-    assert run.eval_samplers == ("ode",) and run.start_eval_from_bc and run.overlap_updates
+    # episodes (the BC's start_seed defaults to its seed, the run's), the OGPO update runs compiled and overlaps the
+    # simulator steps
+    assert run.eval_samplers == ("ode",) and run.start_eval_from_bc and run.compile and run.overlap_updates
     assert (bc.start_seed, bc.start_eval_envs, bc.confirm_episodes) == (None, run.eval_envs, run.eval_episodes)
-    assert not train_preset("ogpo-plus-ca", "lift", "tiny").run.overlap_updates  # the preset itself: off
+    preset_run = train_preset("ogpo-plus-ca", "lift", "tiny").run  # the preset itself: eager, no overlap
+    assert not preset_run.compile and not preset_run.overlap_updates
     # simulator presets act with one SDE sample until the critic has had 2000 updates, then with Best-of-8
     algo = train_preset("ogpo-plus-ca", "lift", "tiny").algo
     assert (algo.best_of_n, algo.bon_after_updates) == (8, 2000)
