@@ -32,14 +32,13 @@ QUICKSTART: dict[str, dict] = {
     # 50k env steps: from three honest starts (seed 0's an earlier quickstart BC) the Lift preset with Best-of-8
     # read 0.92 / 0.97 / 0.88 at 50k, and with Best-of-N distillation (the Lift preset since 2026-12-01) the
     # quickstart read 0.94 / 1.00 / 1.00 (docs/results.md section 9); evaluations at 0, 25k and 50k. For the
-    # 15-minute budget on 2 cores (seed 0 took 17.6 min before the next four): only the ODE policy is evaluated
+    # 15-minute budget on 2 cores (seed 0 took 17.6 min before the next three): only the ODE policy is evaluated
     # (the reported number; the Best-of-N one cost a quarter of the run's time), step 0's evaluation is the BC
-    # gate's start read of the same 64 episodes, the OGPO update runs compiled (train/fastpath.py) and each env
-    # step's updates run while the simulators step (overlap): compiled alone seed 0 took 898 s, 130 against 101
-    # env steps/s with overlap (docs/benchmarks.md)
+    # gate's start read of the same 64 episodes, and the OGPO update runs compiled (train/fastpath.py). Overlapping
+    # the updates with the simulator steps is ~10 % faster here but learnt more slowly on both seed-0 pairs
+    # (0.59 against 0.86 at 25k, 0.92 against 0.98 at 50k; docs/results.md section 9), so it stays off
     "lift": {"demo_episodes": 12, "run": {"env_steps": 50_000, "eval_every": 25_000, "eval_samplers": ("ode",),
-                                          "start_eval_from_bc": True, "compile": True,
-                                          "overlap_updates": True}},
+                                          "start_eval_from_bc": True, "compile": True}},
 }
 
 
