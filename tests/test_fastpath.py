@@ -225,3 +225,22 @@ def test_update_speed_mode_names_a_torch_compile_mode(monkeypatch):
     assert algo.fast.fn["log_prob"] is not fastpath._log_prob and dims[0] == "lift"
     assert us.mode_algo("tiny", "lift", 2, cpu, "compile/bf16")[0].fast.mode == "default"
     assert us.mode_algo("tiny", "lift", 2, cpu, "eager")[0].fast.mode is None
+
+
+def test_bf16_log_prob_row_subsets_are_padded_to_a_bucket_then_cut(bf16_anywhere):
+    """Under bf16 a subset of n chains goes through the log-prob as ceil(n / ROW_BUCKET) * ROW_BUCKET rows (oneDNN
+    builds bf16 kernels per shape) and comes back as the n chains' own log-probs, in order; fp32 is not padded."""
+    policy = make_algo(False).actor
+    g = torch.Generator().manual_seed(0)
+    obs = torch.randn(70, 6, generator=g)  # [n, Do], n not a multiple of the bucket
+    chain = policy.sample_sde(obs, 1, g).chain[0]  # [n, K+1, d]
+    out = {}
+    for precision in ("fp32", "bf16"):
+        path, rows = fastpath.UpdatePath(torch.device("cpu"), None, precision), []
+        inner = path.log_prob
+        path.log_prob = lambda p, o, c, inner=inner, rows=rows: rows.append(o.shape[0]) or inner(p, o, c)
+        out[precision] = path._subset(policy, obs, chain)
+        assert rows == [128 if precision == "bf16" else 70] and out[precision].shape == (70,)
+    err = (out["bf16"] - out["fp32"]).abs()
+    shifted = (out["bf16"][1:] - out["fp32"][:-1]).abs()  # a chain paired with its neighbour's log-prob
+    assert err.max() < 0.05 * shifted.mean(), (err.max(), shifted.mean())

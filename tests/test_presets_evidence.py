@@ -87,3 +87,22 @@ def test_the_quickstart_is_the_published_quickstart_runs_configuration(run, fiel
     want = {**{k: v for k, v in ADDED_LATER.items() if k not in want}, **want}  # a newer field: its default then
     assert {k for k in want if got[k] != want[k]} == fields
     assert {k: preset["run"][k] for k in RUN_KEYS} == {k: recorded["run"][k] for k in RUN_KEYS}
+
+
+# the quickstart's own run settings (the 15-minute budget) on top of the preset's
+QUICKSTART_KEYS = RUN_KEYS + ("eval_samplers", "start_eval_from_bc", "compile", "overlap_updates", "precision")
+
+
+@pytest.mark.parametrize("run, differs", [
+    ("lift/quickstart-fast/s0", set()),  # `flowft quickstart` (2026-12-02): ODE-only evaluation, compiled update
+    ("lift/quickstart-fast/s1", set()),  # `flowft quickstart --seed 1`
+    ("lift/quickstart-fast/s2", set()),  # `flowft quickstart --seed 2`
+    ("lift/quickstart-overlap/s0", {"overlap_updates"}),  # the seed-0 arm with overlap: slower to learn, kept off
+])
+def test_the_quickstart_budget_is_the_published_quickstart_runs_settings(run, differs):
+    """`flowft quickstart` today runs exactly the published 2026-12-02 quickstart runs' learner and run settings;
+    the overlap arm differs in that one field only."""
+    recorded = json.loads((RUNS / run / "config.json").read_text())
+    preset = to_dict(train_preset("ogpo-plus-ca", "lift", "tiny", **QUICKSTART["lift"]["run"]))
+    assert _flat(preset["algo"]) == _flat(recorded["algo"])
+    assert {k for k in QUICKSTART_KEYS if preset["run"][k] != recorded["run"][k]} == differs

@@ -30,13 +30,14 @@ from flowft.registry import task_slug
 QUICKSTART: dict[str, dict] = {
     "toy": {"demo_episodes": 200, "run": {}},
     # 50k env steps: from three honest starts (seed 0's an earlier quickstart BC) the Lift preset with Best-of-8
-    # read 0.92 / 0.97 / 0.88 at 50k, and with Best-of-N distillation (the Lift preset since 2026-12-01) the
-    # quickstart read 0.94 / 1.00 / 1.00 (docs/results.md section 9); evaluations at 0, 25k and 50k. For the
+    # read 0.92 / 0.97 / 0.88 at 50k; with Best-of-N distillation (the Lift preset since 2026-12-01) and the budget
+    # below, the quickstart read 0.98 / 0.98 / 0.94 on seeds 0 / 1 / 2 (docs/results.md section 9). For the
     # 15-minute budget on 2 cores (seed 0 took 17.6 min before the next three): only the ODE policy is evaluated
-    # (the reported number; the Best-of-N one cost a quarter of the run's time), step 0's evaluation is the BC
-    # gate's start read of the same 64 episodes, and the OGPO update runs compiled (train/fastpath.py). Overlapping
-    # the updates with the simulator steps is ~10 % faster here but learnt more slowly on both seed-0 pairs
-    # (0.59 against 0.86 at 25k, 0.92 against 0.98 at 50k; docs/results.md section 9), so it stays off
+    # (the reported number; the Best-of-N one cost a quarter of the run's time), at 0, 25k and 50k; step 0's
+    # evaluation is the BC gate's start read of the same 64 episodes; and the OGPO update runs compiled
+    # (train/fastpath.py): seed 0 then took 16 min 9 s on 2 idle cores. Overlapping the updates with the simulator
+    # steps is faster (130 against 104 env steps/s in benchmarks/throughput.py) but learnt more slowly from the same
+    # BC (0.59 against 0.86 at 25k, 0.92 against 0.98 at 50k; docs/results.md section 9), so it stays off
     "lift": {"demo_episodes": 12, "run": {"env_steps": 50_000, "eval_every": 25_000, "eval_samplers": ("ode",),
                                           "start_eval_from_bc": True, "compile": True}},
 }
