@@ -19,9 +19,11 @@ ADDED_LATER = {"actor_every": 1, "lr_restart": True, "bon_distill_coeff": 0.0, "
                "policy.obs_clip": None, "critic.obs_clip": None}
 
 
-def _configs(algo: str, task: str, run: str) -> tuple[dict, dict]:
-    """(the published run's config.json, today's preset as the training loop writes it to config.json)."""
-    return json.loads((RUNS / run / "config.json").read_text()), to_dict(train_preset(algo, task, "tiny"))
+def _configs(algo: str, task: str, run: str, **overrides) -> tuple[dict, dict]:
+    """(the published run's config.json, today's preset with `overrides` (run fields) as the training loop writes
+    it to config.json)."""
+    return (json.loads((RUNS / run / "config.json").read_text()),
+            to_dict(train_preset(algo, task, "tiny", **overrides)))
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -81,8 +83,7 @@ def test_earlier_presets_differ_where_the_section_9_runs_say(algo, task, run, fi
 def test_the_quickstart_is_the_published_quickstart_runs_configuration(run, fields):
     """`flowft quickstart` (Lift, seed 0) trains with the Lift preset at the quickstart's budget: the configuration
     of the published seed-0 runs, except where a later change is about (ADDED_LATER: defaults of newer fields)."""
-    recorded = json.loads((RUNS / run / "config.json").read_text())
-    preset = to_dict(train_preset("ogpo-plus-ca", "lift", "tiny", **QUICKSTART["lift"]["run"]))
+    recorded, preset = _configs("ogpo-plus-ca", "lift", run, **QUICKSTART["lift"]["run"])
     want, got = _flat(recorded["algo"]), _flat(preset["algo"])
     want = {**{k: v for k, v in ADDED_LATER.items() if k not in want}, **want}  # a newer field: its default then
     assert {k for k in want if got[k] != want[k]} == fields
@@ -102,7 +103,6 @@ QUICKSTART_KEYS = RUN_KEYS + ("eval_samplers", "start_eval_from_bc", "compile", 
 def test_the_quickstart_budget_is_the_published_quickstart_runs_settings(run, differs):
     """`flowft quickstart` today runs exactly the published 2026-12-02 quickstart runs' learner and run settings;
     the overlap arm differs in that one field only."""
-    recorded = json.loads((RUNS / run / "config.json").read_text())
-    preset = to_dict(train_preset("ogpo-plus-ca", "lift", "tiny", **QUICKSTART["lift"]["run"]))
+    recorded, preset = _configs("ogpo-plus-ca", "lift", run, **QUICKSTART["lift"]["run"])
     assert _flat(preset["algo"]) == _flat(recorded["algo"])
     assert {k for k in QUICKSTART_KEYS if preset["run"][k] != recorded["run"][k]} == differs

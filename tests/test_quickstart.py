@@ -21,10 +21,10 @@ def test_default_task_is_lift_with_a_short_budget():
     # (it learnt more slowly on seed 0)
     assert run.eval_samplers == ("ode",) and run.start_eval_from_bc and run.compile and not run.overlap_updates
     assert (bc.start_seed, bc.start_eval_envs, bc.confirm_episodes) == (None, run.eval_envs, run.eval_episodes)
-    preset_run = train_preset("ogpo-plus-ca", "lift", "tiny").run  # the preset itself: eager, no overlap
-    assert not preset_run.compile and not preset_run.overlap_updates
+    preset = train_preset("ogpo-plus-ca", "lift", "tiny")
+    assert not preset.run.compile and not preset.run.overlap_updates  # the preset itself: eager, no overlap
     # simulator presets act with one SDE sample until the critic has had 2000 updates, then with Best-of-8
-    algo = train_preset("ogpo-plus-ca", "lift", "tiny").algo
+    algo = preset.algo
     assert (algo.best_of_n, algo.bon_after_updates) == (8, 2000)
     # issue 17: the clip is decided on a 64-episode confirmation of the ODE policy (the one every run reports at
     # step 0) after the loss has flattened; the cheap 16-episode check reads the ODE policy too
