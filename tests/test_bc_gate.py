@@ -133,6 +133,34 @@ def test_overshoot_continue_rule_and_cap_confirms_the_final_weights():
     assert not res["bc/clipped"] and not res["bc/over_ceiling"] and torch.equal(policy.weight, seen[30])
 
 
+def test_the_cap_skips_final_weights_whose_cheap_check_reads_below_the_best_confirmed():
+    """Lift quickstart seed 0: 7k confirmed 0.44 (under the 0.45 threshold, so BC went on), the cheap checks at 8k
+    and 9k read 0.38 and 0.19. The cap does not spend 64 episodes on the 9k weights; it saves the 7k ones."""
+    stub = _Stub({("cheap", 10): 0.5625, ("confirm", 10): 0.4375, ("cheap", 20): 0.375, ("cheap", 30): 0.1875,
+                  ("confirm", 30): 0.34})
+    gate, policy, last, seen = _run_gate(_cfg(), stub, [10, 20, 30])
+    res = gate.finish(last)
+    assert stub.calls == [("cheap", 10), ("confirm", 10), ("cheap", 20), ("cheap", 30)]  # no ("confirm", 30)
+    assert res["bc/steps"] == 10 and res["eval/success"] == 0.4375 and res["bc/rolled_back"]
+    assert res["bc/confirmations"] == 1 and not res["bc/clipped"] and torch.equal(policy.weight, seen[10])
+    assert gate.history[-1]["cap_skipped"] == {"best_step": 10, "best_confirmed": 0.4375}
+
+
+@pytest.mark.parametrize("cheap_at_cap, confirmed_at_cap, saved", [(0.40, 0.30, 30), (0.40, 0.15, 10),
+                                                                   (0.20, 0.30, 30)])
+def test_the_cap_still_confirms_final_weights_that_may_beat_the_best(cheap_at_cap, confirmed_at_cap, saved):
+    """The cap confirms the final weights when their cheap read is at or above the best confirmed success <= 0.50
+    (rows 1-2: confirmed 0.20 at step 10), or when no confirmed weights are <= 0.50 (row 3: 0.80 at step 10)."""
+    first = 0.80 if cheap_at_cap == 0.20 else 0.20
+    stub = _Stub({("cheap", 10): 0.5, ("confirm", 10): first, ("cheap", 30): cheap_at_cap,
+                  ("confirm", 30): confirmed_at_cap})
+    gate, policy, last, seen = _run_gate(_cfg(overshoot="continue"), stub, [10, 20, 30])
+    res = gate.finish(last)
+    assert stub.calls[-1] == ("confirm", 30) and res["bc/confirmations"] == 2
+    assert res["bc/steps"] == saved and torch.equal(policy.weight, seen[saved])
+    assert "cap_skipped" not in gate.history[-1]
+
+
 def test_the_start_read_is_part_of_every_confirmation_and_the_higher_read_counts():
     """confirm_start: each confirmation also reads the run's step-0 episodes; a start read over the ceiling makes
     the confirmation over the ceiling (rollback), and the saved result records both reads."""
