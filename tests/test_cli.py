@@ -169,10 +169,12 @@ def test_every_field_of_these_verbs_has_a_help_line():
     from flowft import cli
     from flowft.algos.bc import BCConfig
     from flowft.evaluation_cli import EvalArgs
+    from flowft.quickstart import QuickstartArgs
     from flowft.utils.logging import LogConfig
 
     cli._tyro()  # the argument classes' annotations name tyro
-    classes = [LogConfig, cli.DemosArgs, cli.ResumeArgs, EvalArgs, cli.PlotArgs, cli.BenchArgs, cli.ReportArgs]
+    classes = [LogConfig, cli.DemosArgs, cli.ResumeArgs, EvalArgs, cli.PlotArgs, cli.BenchArgs, cli.ReportArgs,
+               QuickstartArgs]
     missing = {c.__name__: _undocumented(c) for c in classes}
     missing["BCConfig"] = _undocumented(BCConfig)
     assert not any(missing.values()), missing

@@ -48,8 +48,11 @@ class QuickstartArgs:
     task: str = "lift"
     """Task to run (`flowft info`). lift (needs flowft[robomimic]; 50k env steps); `toy` (pure numpy) in 1-3 minutes."""
     algo: str = "ogpo-plus-ca"
+    """Finetuning algorithm (`flowft info` lists them); the task's preset for it supplies every other setting."""
     size: Literal["tiny", "mid", "paper"] = "tiny"
+    """Network and batch size of the preset: tiny (CPU minutes), mid, or paper (the authors' sizes, GPU hours)."""
     seed: int = 0
+    """Seed of every stage: the demos, BC and the finetuning run (each seed has its own BC and honest start)."""
     demo_episodes: int | None = None
     """Scripted-expert demonstrations to generate (default: the task's quickstart budget, 12 lift / 200 toy)."""
     env_steps: int | None = None
@@ -59,7 +62,9 @@ class QuickstartArgs:
     successful demos, for each n in turn (positive, decreasing). Default: the task's ladder (lift 7 5 3); pass
     the flag with no value to never retrain."""
     out_dir: str = "runs/quickstart"
+    """Directory for the demos, the BC checkpoint and the run dir; rerunning the same command here continues it."""
     device: str = "cpu"
+    """Torch device of BC and finetuning: cpu, cuda or cuda:N (the simulators always run on the CPU)."""
     fresh: bool = False
     """Start every stage anew (new names) instead of continuing the quickstart of the same arguments in --out-dir."""
 
