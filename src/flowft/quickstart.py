@@ -91,6 +91,7 @@ def check_simulator(task: str) -> None:
 
 
 def quickstart(args: QuickstartArgs) -> dict:
+    from flowft.envs.make import shared_vec_envs
     from flowft.train.runguard import RunInterrupted, RunLock
 
     check_simulator(args.task)
@@ -101,7 +102,8 @@ def quickstart(args: QuickstartArgs) -> dict:
                                                                  if args.fresh else "")
     lock = RunLock.acquire(out / f".quickstart-{args.algo}-{stem}.lock", f"quickstart {args.algo}-{stem} in {out}")
     try:
-        return _quickstart(args, out, n_demos, stem)
+        with shared_vec_envs():  # the BC gate's evaluation envs become the run's (envs/make.py)
+            return _quickstart(args, out, n_demos, stem)
     except RunInterrupted:
         print("(or rerun the same `flowft quickstart` command)", file=sys.stderr)
         raise

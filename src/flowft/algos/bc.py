@@ -30,11 +30,12 @@ from flowft.algos.bc_gate import ClipGate, LossPlateau
 from flowft.critics.ensemble import polyak
 from flowft.data.load import load_demos
 from flowft.data.readers import ReadOptions
-from flowft.envs.make import make_vec_env
+from flowft.envs.make import make_vec_env, release_vec_env
 from flowft.errors import DataError
 from flowft.policies.flow import FlowPolicy, FlowPolicyConfig
 from flowft.registry import get_task, task_slug
 from flowft.train.evaluate import eval_stream, evaluate
+from flowft.train.runguard import children_ignore_stop_signals
 from flowft.utils.checkpoint import atomic_dir, commit_dir, save_modules
 from flowft.utils.config_io import to_dict, write_json
 from flowft.utils.manifest import CHECKPOINT_FORMAT
@@ -192,7 +193,8 @@ def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
     if data.obs.shape[1] != obs_dim or data.actions.shape[1] != act_dim:
         raise DataError(f"{cfg.demos}: demo obs/action dims {data.obs.shape[1]}/{data.actions.shape[1]} do not match "
                         f"task '{cfg.task}' ({obs_dim}/{act_dim})")
-    venv = make_vec_env(task, cfg.eval_envs)
+    with children_ignore_stop_signals():  # a run that reuses these envs (shared_vec_envs) needs them past a Ctrl-C
+        venv = make_vec_env(task, cfg.eval_envs)
     policy = FlowPolicy(obs_dim, act_dim, H, cfg.policy).to(device)
     policy.fit_normalizers(torch.from_numpy(data.obs), torch.from_numpy(data.actions))
     # the policy that is checked and saved: the trained weights, or their moving average (--ema)
@@ -203,7 +205,8 @@ def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
     def evaluate(kind: str, step: int) -> dict:
         n = cfg.start_eval_envs if kind == "start" else cfg.eval_envs
         if n not in venvs:
-            venvs[n] = make_vec_env(task, n)
+            with children_ignore_stop_signals():
+                venvs[n] = make_vec_env(task, n)
         return _evaluate(shown, bon, venvs[n], H, cfg, kind, step, device)
 
     gate = ClipGate(cfg, shown, evaluate) if cfg.clip and cfg.gate == "confirmed" else None
@@ -222,7 +225,7 @@ def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
             result = {**gate.finish(step), "bc/gate": cfg.gate}
     finally:
         for v in venvs.values():
-            v.close()
+            release_vec_env(v)
     if gate is not None:
         (run_dir / "gate.json").write_text(json.dumps({"checks": gate.history, "result": result}, indent=1,
                                                       default=float))

@@ -26,7 +26,7 @@ from flowft.config import TrainConfig
 from flowft.critics.diagnostics import critic_diagnostic
 from flowft.data.buffer import ReplayBuffer
 from flowft.deploy import load_bc_actor
-from flowft.envs.make import make_vec_env, reset_vec_env
+from flowft.envs.make import make_vec_env, release_vec_env, reset_vec_env
 from flowft.errors import ConfigError
 from flowft.registry import get_algorithm, get_task
 from flowft.train.checkpointing import (kept_checkpoint_note, load_checkpoint, module_weights, save_checkpoint,
@@ -255,7 +255,7 @@ class Trainer:
     def close(self) -> None:
         for venv in (self.venv, self.eval_venv):
             if venv is not None:
-                venv.close()
+                release_vec_env(venv)
         if self.logger is not None:
             self.logger.close()
         if self._lock is not None:
