@@ -164,6 +164,9 @@ def require_robosuite():
         from robosuite.controllers import load_composite_controller_config  # noqa: F401
     except ImportError as e:  # pragma: no cover - depends on the install
         raise ImportError(f"{_INSTALL_HINT} (original error: {e})") from e
+    from flowft.envs.robosuite_cache import install
+
+    install()  # seeded resets rebuild the model: reuse compiled models of identical XML (exact; robosuite_cache.py)
     return robosuite
 
 
