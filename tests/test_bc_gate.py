@@ -163,12 +163,13 @@ def test_the_cap_still_confirms_final_weights_that_may_beat_the_best(cheap_at_ca
 
 def test_the_start_read_is_part_of_every_confirmation_and_the_higher_read_counts():
     """confirm_start: each confirmation also reads the run's step-0 episodes; a start read over the ceiling makes
-    the confirmation over the ceiling (rollback), and the saved result records both reads."""
+    the confirmation over the ceiling (rollback) without the independent read (it could only be the lower one or
+    over the ceiling too), and the saved result records both reads."""
     stub = _Stub({("cheap", 10): 0.3, ("cheap", 20): 0.5, ("confirm", 20): 0.47, ("start", 20): 0.56,
                   ("confirm", 10): 0.42, ("start", 10): 0.44})
     gate, policy, last, seen = _run_gate(_cfg(confirm_start=True), stub, [10, 20, 30])
-    assert last == 20 and stub.calls[-4:] == [("confirm", 20), ("start", 20), ("confirm", 10), ("start", 10)]
-    assert stub.read_weights[-4:] == [20.0, 20.0, 10.0, 10.0]
+    assert last == 20 and stub.calls[-3:] == [("start", 20), ("start", 10), ("confirm", 10)]  # no ("confirm", 20)
+    assert stub.read_weights[-3:] == [20.0, 10.0, 10.0] and gate.history[1]["independent"] is None
     res = gate.finish(last)
     assert res["bc/steps"] == 10 and res["bc/rolled_back"] and res["eval/success"] == 0.44
     assert res["bc/confirmed_success"] == 0.44 and res["bc/start_success"] == 0.44
@@ -180,6 +181,23 @@ def test_the_start_read_is_part_of_every_confirmation_and_the_higher_read_counts
     gate, _, last, _ = _run_gate(_cfg(confirm_start=True), stub, [10, 20])
     res = gate.finish(last)
     assert last == 10 and res["bc/clipped"] and res["eval/success"] == 0.49 and res["bc/start_success"] == 0.46
+    # a start read at the ceiling itself still needs the independent read (here it overshoots: no clip)
+    stub = _Stub({("cheap", 10): 0.5, ("confirm", 10): 0.52, ("start", 10): 0.50})
+    gate, _, last, _ = _run_gate(_cfg(confirm_start=True), stub, [10, 20])
+    assert stub.calls[:3] == [("cheap", 10), ("start", 10), ("confirm", 10)] and gate.confirmed[10][0] == 0.52
+
+
+def test_an_overshooting_start_read_alone_is_the_recorded_confirmation():
+    """Only over-the-ceiling confirmations: the lowest is saved (flagged over the ceiling); where the start read
+    overshot alone, the result records it and a NaN independent read."""
+    stub = _Stub({("cheap", 10): 0.9, ("start", 10): 0.7, ("cheap", 20): 0.9, ("start", 20): 0.48,
+                  ("confirm", 20): 0.8})
+    gate, policy, last, seen = _run_gate(_cfg(confirm_start=True, overshoot="continue"), stub, [10, 20])
+    assert ("confirm", 10) not in stub.calls and ("confirm", 20) in stub.calls
+    res = gate.finish(last)
+    assert res["bc/steps"] == 10 and res["bc/over_ceiling"] and res["eval/success"] == 0.7
+    assert res["bc/start_success"] == 0.7 and math.isnan(res["bc/independent_success"])
+    assert torch.equal(policy.weight, seen[10])
 
 
 @pytest.mark.parametrize("kw", [dict(clip_threshold=0.6, clip_max=0.5), dict(confirm_episodes=0),

@@ -102,13 +102,19 @@ class ClipGate:
 
     def _confirm(self, step: int, weights: dict, rec: dict) -> float:
         """Confirm the weights evaluated at `step` (loaded in the policy now): the independent read and, with
-        confirm_start, the start read; the higher one counts and its evaluation dict is the one recorded."""
-        res = self.evaluate("confirm", step)
+        confirm_start, the start read; the higher one counts and its evaluation dict is the one recorded. A start
+        read above clip_max decides alone (the higher read is over the ceiling whatever the independent one says),
+        so the independent read is skipped (recorded as None): 64 episodes saved on every overshoot."""
         if self.cfg.confirm_start:
             start = self.evaluate("start", step)
-            rec["start"], rec["start_return"], rec["independent"] = start["success"], start["return"], res["success"]
-            res = max((start, res), key=lambda r: r["success"])  # the start read on a tie
-            res = {**res, **{f"start_{k}": v for k, v in start.items()}, "independent_success": rec["independent"]}
+            rec["start"], rec["start_return"] = start["success"], start["return"]
+            res = self.evaluate("confirm", step) if start["success"] <= self.cfg.clip_max else None
+            rec["independent"] = None if res is None else res["success"]
+            res = start if res is None else max((start, res), key=lambda r: r["success"])  # the start read on a tie
+            res = {**res, **{f"start_{k}": v for k, v in start.items()},
+                   "independent_success": math.nan if rec["independent"] is None else rec["independent"]}
+        else:
+            res = self.evaluate("confirm", step)
         self.confirmed[step] = (res["success"], res, weights)
         rec["confirmed"] = res["success"]
         return res["success"]

@@ -1,13 +1,14 @@
 """Reuse of compiled MuJoCo models across robosuite rebuilds: an exact speed-up of seeded resets.
 
-A seeded reset rebuilds the robosuite model (robosuite_tasks.py: an episode depends on its reset seed alone), and an
-evaluation resets every episode with a new seed. Each rebuild compiled two XML strings with MuJoCo, ~0.42 s each on
-Lift (2026-12-02, AMD EPYC, one core): the robot's own model, which robosuite compiles to inspect it and which is
-the same XML at every rebuild, and the scene, which is the same XML for every seed on Can and Square (Lift's cube
-size changes it). That was ~0.9 s of a Lift evaluation episode's ~2 s. MuJoCo's compiler is deterministic, so a
-model compiled from an identical XML string is reused; every caller gets its own copy (`copy.copy` of an MjModel is
-a deep copy: robosuite writes into its model, e.g. `opt.timestep`). tests/sim/test_robosuite_cache.py checks that
-episodes are bit-identical with and without the cache.
+A reset with a new seed rebuilds the robosuite model (robosuite_tasks.py: an episode depends on its reset seed
+alone): every demo episode, every env's first episode of an evaluation or a run, every env build. Each rebuild
+compiled two XML strings with MuJoCo: the robot's own model, which robosuite compiles to inspect it and which is the
+same XML at every rebuild, and the scene, which is the same XML for every seed on Can and Square (Lift's cube size
+changes it). MuJoCo's compiler is deterministic, so a model compiled from an identical XML string is reused; every
+caller gets its own copy (`copy.copy` of an MjModel is a deep copy: robosuite writes into its model, e.g.
+`opt.timestep`). A new-seed reset took 0.76 -> 0.54 s on Lift and 0.70 -> 0.11 s on Can (2026-12-02, AMD EPYC, one
+core; benchmarks/reset_speed.py). tests/sim/test_robosuite_cache.py checks that episodes are bit-identical with and
+without the cache.
 
 `install()` patches the two robosuite entry points that compile (`MujocoXML.get_model`, `MjSim.from_xml_string`);
 `flowft.envs.robosuite_tasks.require_robosuite` calls it once.
