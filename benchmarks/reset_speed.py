@@ -40,7 +40,8 @@ def main() -> None:
     fresh = lambda xml: mujoco.MjModel.from_xml_string(xml)  # noqa: E731  robosuite's own path
     cached = robosuite_cache.compiled_model
     print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}, 1 process")
-    print("| task | seeded reset, cached (s) | seeded reset, fresh compiles (s) | ratio | unseeded reset (s) | step (s) |")
+    print("| task | seeded reset, cached (s) | seeded reset, fresh compiles (s) | ratio | unseeded reset (s) "
+          "| step (s) |")
     print("|---|---|---|---|---|---|")
     for task in args.tasks:
         env = RobosuiteEnv(task, seed=0)

@@ -193,21 +193,24 @@ def pretrain(cfg: BCConfig) -> tuple[Path, dict]:
     if data.obs.shape[1] != obs_dim or data.actions.shape[1] != act_dim:
         raise DataError(f"{cfg.demos}: demo obs/action dims {data.obs.shape[1]}/{data.actions.shape[1]} do not match "
                         f"task '{cfg.task}' ({obs_dim}/{act_dim})")
-    with children_ignore_stop_signals():  # a run that reuses these envs (shared_vec_envs) needs them past a Ctrl-C
-        venv = make_vec_env(task, cfg.eval_envs)
+    venvs: dict[int, object] = {}  # evaluation envs by count (the start read's start_eval_envs may differ)
+
+    def venv_of(n: int):
+        if n not in venvs:
+            with children_ignore_stop_signals():  # a run that reuses them (shared_vec_envs) needs them past a Ctrl-C
+                venvs[n] = make_vec_env(task, n)
+        return venvs[n]
+
+    venv_of(cfg.eval_envs)  # before training: a broken env fails here, not at the first check
     policy = FlowPolicy(obs_dim, act_dim, H, cfg.policy).to(device)
     policy.fit_normalizers(torch.from_numpy(data.obs), torch.from_numpy(data.actions))
     # the policy that is checked and saved: the trained weights, or their moving average (--ema)
     shown = copy.deepcopy(policy) if cfg.ema > 0 else policy
     bon = _clip_gate(policy, cfg, H, device) if "bon" in (cfg.clip_sampler, cfg.confirm_sampler) else None
-    venvs = {cfg.eval_envs: venv}  # the start read's envs (start_eval_envs) are made at its first use
 
     def evaluate(kind: str, step: int) -> dict:
-        n = cfg.start_eval_envs if kind == "start" else cfg.eval_envs
-        if n not in venvs:
-            with children_ignore_stop_signals():
-                venvs[n] = make_vec_env(task, n)
-        return _evaluate(shown, bon, venvs[n], H, cfg, kind, step, device)
+        venv = venv_of(cfg.start_eval_envs if kind == "start" else cfg.eval_envs)
+        return _evaluate(shown, bon, venv, H, cfg, kind, step, device)
 
     gate = ClipGate(cfg, shown, evaluate) if cfg.clip and cfg.gate == "confirmed" else None
     stamp = f"{datetime.now():%Y%m%d-%H%M%S}"

@@ -29,8 +29,9 @@ def shared_vec_envs():
     `make_vec_env` call of the same task, size, render flag and vectorization instead of being built again; leaving
     the block closes the idle ones. Why: `flowft quickstart` evaluates its BC on 8 spawned robosuite envs and then
     built 8 more for the finetuning run's evaluations (each a process that imports and builds robosuite; reusing
-    them cut the run's start from 89 to 78 s on Lift, 2 cores). Every user of an env resets it with explicit seeds before its first step (BC and
-    run evaluations, the collector), so a reused env acts as a new one. Nested blocks share the outer pool."""
+    them cut the run's start from 89 to 78 s on Lift, 2 cores). Every user of an env resets it with explicit seeds
+    before its first step (BC and run evaluations, the collector), so a reused env acts as a new one. Nested blocks
+    share the outer pool."""
     global _POOL
     if _POOL is not None:
         yield

@@ -7,8 +7,8 @@ same XML at every rebuild, and the scene, which is the same XML for every seed o
 changes it). MuJoCo's compiler is deterministic, so a model compiled from an identical XML string is reused; every
 caller gets its own copy (`copy.copy` of an MjModel is a deep copy: robosuite writes into its model, e.g.
 `opt.timestep`). A new-seed reset took 1.02 -> 0.66 s on Lift and 1.12 -> 0.15 s on Can (2026-12-02, AMD EPYC, one
-core, benchmarks/reset_speed.py; raw output docs/results/learner-speed-2026-12-02-amd/reset.txt). tests/sim/test_robosuite_cache.py checks that episodes are bit-identical with and
-without the cache.
+core, benchmarks/reset_speed.py; raw output docs/results/learner-speed-2026-12-02-amd/reset.txt).
+tests/sim/test_robosuite_cache.py checks that episodes are bit-identical with and without the cache.
 
 `install()` patches the two robosuite entry points that compile (`MujocoXML.get_model`, `MjSim.from_xml_string`);
 `flowft.envs.robosuite_tasks.require_robosuite` calls it once.
