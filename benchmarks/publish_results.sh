@@ -49,6 +49,12 @@ if [ -d "$OPS" ]; then
   find "$OPS" -name metrics.csv | while read -r m; do
     d=$(dirname "$m"); rel=${d#"$OPS"/}; copy_run "$d" "$DST/operator-sweep/$rel"
     for f in STOPPED BRANCHED gate.json attempts.json; do [ ! -f "$d/$f" ] || cp "$d/$f" "$DST/operator-sweep/$rel/"; done
+    # a BC's weights too (~130 KB, safetensors with its sha256 manifest): a later arm, on any machine, can then start
+    # from the very policy a published row started from (BC weights differ in their last bits across CPUs)
+    if [ -f "$d/checkpoint/model.safetensors" ]; then
+      mkdir -p "$DST/operator-sweep/$rel/checkpoint"
+      cp "$d"/checkpoint/{config.json,manifest.json,model.safetensors} "$DST/operator-sweep/$rel/checkpoint/"
+    fi
   done
 fi
 # issue 18: the learner modes (off, on = --run.overlap-updates, compile, bf16) at equal env steps on toy

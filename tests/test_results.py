@@ -150,3 +150,28 @@ def test_stated_number_is_on_the_page_and_in_the_csv(row):
     # rounded as stated: either half-up or half-even rounding of the value (0.625 may read 0.62 or 0.63)
     assert abs(value - float(number)) <= 0.5 * 10.0 ** -decimals + 1e-9, \
         f"{row['doc']} says {number}, {row['source']} gives {value}"
+
+
+BC_CHECKPOINTS = sorted(p.parent for p in (RESULTS / "runs").rglob("checkpoint/model.safetensors"))
+
+
+@pytest.mark.parametrize("ckpt", BC_CHECKPOINTS, ids=lambda p: "/".join(p.relative_to(RESULTS / "runs").parts[:-1]))
+def test_published_bc_checkpoint_is_the_gated_policy(ckpt):
+    """A published BC's weights are intact (sha256 manifest), are the weights its gate.json read (the checkpoint
+    records the same result), and load as the starting actor of a run with the same policy architecture."""
+    import json
+
+    import torch
+
+    from flowft.deploy import load_bc_actor
+    from flowft.policies.flow import FlowPolicyConfig
+    from flowft.utils.config_io import from_dict
+    from flowft.utils.manifest import check_dir
+
+    check = check_dir(ckpt, deep=True)
+    assert check.usable, check.problem
+    cfg = json.loads((ckpt / "config.json").read_text())
+    gate = json.loads((ckpt.parent / "gate.json").read_text())
+    assert cfg["kind"] == "bc" and json.dumps(cfg["result"], sort_keys=True) == json.dumps(gate["result"], sort_keys=True)
+    weights = load_bc_actor(ckpt, cfg["dims"], from_dict(FlowPolicyConfig, cfg["policy"]), cfg["task"])
+    assert weights and all(torch.isfinite(v).all() for v in weights.values())
