@@ -8,6 +8,8 @@ and --out. docs/tasks.md "Averaged BC weights" has the numbers.
     python benchmarks/bc_average.py --task can --demos can-s1-n40.hdf5 --seed 1 --at 10000 20000 --ema 0.999
     python benchmarks/bc_average.py --task can --demos can-s1-n20.hdf5 --seed 1 --at 10000 20000 40000 --ema \
         --time-embed mlp   (the authors' time embedding instead of the preset's; docs/tasks.md "Time embedding")
+    python benchmarks/bc_average.py --task can --demos can-s1-n20.hdf5 --seed 1 --at 10000 15000 --ema \
+        --obs-norm none    (raw observations, the authors' choice; or --obs-clip 10: z-scores clipped at +-10)
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ def main() -> None:
     ap.add_argument("--envs", type=int, default=8, help="evaluation envs, stepped in this process")
     ap.add_argument("--time-embed", choices=["scaled", "mlp"], default=None,
                     help="the velocity MLP's flow-time embedding (as --policy.time-embed); default: the preset's")
+    ap.add_argument("--obs-norm", choices=["zscore", "none"], default=None,
+                    help="the policy's observation normalisation (as --policy.obs-norm); default: the preset's")
+    ap.add_argument("--obs-clip", type=float, default=None,
+                    help="clip the z-scored observations at +-this (as --policy.obs-clip); default: no clip")
     ap.add_argument("--out", default=None, help="also append the JSON lines here")
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -55,6 +61,9 @@ def main() -> None:
     cfg = bc_preset(a.task, "tiny", a.demos, seed=a.seed, confirm_episodes=a.episodes, confirm_sampler="ode")
     if a.time_embed is not None:
         cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, time_embed=a.time_embed))
+    if a.obs_norm is not None or a.obs_clip is not None:
+        cfg = dataclasses.replace(cfg, policy=dataclasses.replace(
+            cfg.policy, obs_norm=a.obs_norm or cfg.policy.obs_norm, obs_clip=a.obs_clip))
     data = load_demos(a.demos, cfg.demos_format, cfg.read_options(bounds))
     policy = FlowPolicy(data.obs.shape[1], data.actions.shape[1], H, cfg.policy)
     policy.fit_normalizers(torch.from_numpy(data.obs), torch.from_numpy(data.actions))
@@ -77,7 +86,8 @@ def main() -> None:
         for d, m in averages.items():
             polyak(m, policy, bc.ema_rate(d, step))
         if step in a.at:
-            row = {"step": step, "time_embed": cfg.policy.time_embed, "loss": loss.item(), "raw": success(policy, step),
+            row = {"step": step, "time_embed": cfg.policy.time_embed, "obs_norm": cfg.policy.obs_norm,
+                   "obs_clip": cfg.policy.obs_clip, "loss": loss.item(), "raw": success(policy, step),
                    **{f"ema{d}": success(m, step) for d, m in averages.items()}, "wall": time.time() - t0}
             print(json.dumps(row), flush=True)
             if a.out:
