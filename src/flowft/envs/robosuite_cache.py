@@ -4,11 +4,16 @@ A reset with a new seed rebuilds the robosuite model (robosuite_tasks.py: an epi
 alone): every demo episode, every env's first episode of an evaluation or a run, every env build. Each rebuild
 compiled two XML strings with MuJoCo: the robot's own model, which robosuite compiles to inspect it and which is the
 same XML at every rebuild, and the scene, which is the same XML for every seed on Can and Square (Lift's cube size
-changes it). MuJoCo's compiler is deterministic, so a model compiled from an identical XML string is reused; every
+changes it). MuJoCo's compiler is deterministic, so a model compiled from an XML string that comes back is reused; every
 caller gets its own copy (`copy.copy` of an MjModel is a deep copy: robosuite writes into its model, e.g.
 `opt.timestep`). A new-seed reset took 1.02 -> 0.66 s on Lift and 1.12 -> 0.15 s on Can (2026-12-02, AMD EPYC, one
 core, benchmarks/reset_speed.py; raw output docs/results/learner-speed-2026-12-02-amd/reset.txt).
 tests/sim/test_robosuite_cache.py checks that episodes are bit-identical with and without the cache.
+
+Memory: a compiled robosuite model holds its meshes and textures, ~60 MB on Lift, so only strings seen a second time
+are kept (the robot's; Can's and Square's scene), at most CACHE_SIZE of them. Lift's scenes, new at almost every
+seed, are compiled and handed out as before. Keeping every string (the first version, 8 per process) cost each env
+worker up to ~500 MB, and two quickstarts side by side (12 env workers each) ran a 24 GiB machine out of memory.
 
 `install()` patches the two robosuite entry points that compile (`MujocoXML.get_model`, `MjSim.from_xml_string`);
 `flowft.envs.robosuite_tasks.require_robosuite` calls it once.
@@ -17,33 +22,59 @@ tests/sim/test_robosuite_cache.py checks that episodes are bit-identical with an
 from __future__ import annotations
 
 import copy
-import functools
+import hashlib
+from collections import OrderedDict
 
-CACHE_SIZE = 8
-"""Distinct XML strings kept compiled per process (the robot's and a few scenes; Lift's scenes rarely repeat)."""
+CACHE_SIZE = 3
+"""Compiled models kept per process (the robot's and the scene of a task whose scene does not change with the seed)."""
+SEEN_SIZE = 64
+"""Digests of strings compiled once, remembered so that their second compile is kept (16 bytes each)."""
 
-
-@functools.lru_cache(maxsize=CACHE_SIZE)
-def _compile(xml: str):
-    import mujoco
-
-    return mujoco.MjModel.from_xml_string(xml)
+_kept: OrderedDict[str, object] = OrderedDict()  # XML string -> MjModel, least recently used first
+_seen: OrderedDict[bytes, None] = OrderedDict()
+_counts = {"hits": 0, "compiles": 0}
 
 
 def compiled_model(xml: str):
-    """A private copy of the MjModel compiled from `xml` (compiled once per distinct string)."""
-    return copy.copy(_compile(xml))
+    """An MjModel of `xml` that is the caller's own: a copy of the kept one when this string was compiled before
+    and kept, else a fresh compile (kept when the string is seen for the second time)."""
+    import mujoco
+
+    model = _kept.get(xml)
+    if model is not None:
+        _kept.move_to_end(xml)
+        _counts["hits"] += 1
+        return copy.copy(model)
+    _counts["compiles"] += 1
+    model = mujoco.MjModel.from_xml_string(xml)
+    digest = hashlib.blake2b(xml.encode(), digest_size=16).digest()
+    if digest not in _seen:  # first sight: most of Lift's scenes never come back
+        _seen[digest] = None
+        if len(_seen) > SEEN_SIZE:
+            _seen.popitem(last=False)
+        return model
+    del _seen[digest]  # second sight: this string repeats
+    _kept[xml] = model
+    if len(_kept) > CACHE_SIZE:
+        _kept.popitem(last=False)
+    return copy.copy(model)
 
 
 def clear() -> None:
-    """Forget every compiled model (the next rebuild compiles afresh)."""
-    _compile.cache_clear()
+    """Forget every compiled model and every string seen (the next rebuilds compile afresh)."""
+    _kept.clear()
+    _seen.clear()
+    _counts.update(hits=0, compiles=0)
 
 
 def stats() -> tuple[int, int]:
-    """(hits, compilations) so far in this process."""
-    info = _compile.cache_info()
-    return info.hits, info.misses
+    """(hits, compilations) since the last `clear()` in this process."""
+    return _counts["hits"], _counts["compiles"]
+
+
+def kept() -> int:
+    """How many compiled models this process keeps now (at most CACHE_SIZE)."""
+    return len(_kept)
 
 
 def install() -> None:
