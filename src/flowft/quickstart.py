@@ -35,11 +35,12 @@ QUICKSTART: dict[str, dict] = {
     # 15-minute budget on 2 cores (seed 0 took 17.6 min before the next three): only the ODE policy is evaluated
     # (the reported number; the Best-of-N one cost a quarter of the run's time), at 0, 25k and 50k; step 0's
     # evaluation is the BC gate's start read of the same 64 episodes; and the OGPO update runs compiled
-    # (train/fastpath.py): seed 0 then took 16 min 9 s on 2 idle cores. Overlapping the updates with the simulator
-    # steps is faster (130 against 104 env steps/s in benchmarks/throughput.py) but learnt more slowly from the same
-    # BC (0.59 against 0.86 at 25k, 0.92 against 0.98 at 50k; docs/results.md section 9), so it stays off
+    # (train/fastpath.py): seed 0 then took 16 min 9 s on 2 idle cores. The updates overlap the simulator steps
+    # (`overlap_updates`, since 2026-12-02): faster (130 against 104 env steps/s in benchmarks/throughput.py), and
+    # from the same BCs it read 0.92 / 0.95 / 0.97 / 0.95 at 50k (Xeon seed 0, AMD seeds 0-2) against 0.98 / 0.89 /
+    # 0.98 / 0.95 without: level on average, and >= 0.9 on all four (docs/results.md section 9)
     "lift": {"demo_episodes": 12, "run": {"env_steps": 50_000, "eval_every": 25_000, "eval_samplers": ("ode",),
-                                          "start_eval_from_bc": True, "compile": True}},
+                                          "start_eval_from_bc": True, "compile": True, "overlap_updates": True}},
 }
 
 
