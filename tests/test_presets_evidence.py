@@ -95,14 +95,15 @@ QUICKSTART_KEYS = RUN_KEYS + ("eval_samplers", "start_eval_from_bc", "compile", 
 
 
 @pytest.mark.parametrize("run, differs", [
-    ("lift/quickstart-fast/s0", set()),  # `flowft quickstart` (2026-12-02): ODE-only evaluation, compiled update
-    ("lift/quickstart-fast/s1", set()),  # `flowft quickstart --seed 1`
-    ("lift/quickstart-fast/s2", set()),  # `flowft quickstart --seed 2`
-    ("lift/quickstart-overlap/s0", {"overlap_updates"}),  # the seed-0 arm with overlap: slower to learn, kept off
+    # the overlap arms (Xeon seed 0, AMD seeds 0-2): today's quickstart exactly (it overlaps since 2026-12-02)
+    *((f"lift/{arm}/s{s}", set()) for arm, seeds in (("quickstart-overlap", (0,)), ("quickstart-amd-overlap", (0, 1, 2)))
+      for s in seeds),
+    # `flowft quickstart --seed S` before then (ODE-only evaluation, compiled update): overlap is the one difference
+    *((f"lift/{arm}/s{s}", {"overlap_updates"}) for arm in ("quickstart-fast", "quickstart-amd") for s in (0, 1, 2)),
 ])
 def test_the_quickstart_budget_is_the_published_quickstart_runs_settings(run, differs):
-    """`flowft quickstart` today runs exactly the published 2026-12-02 quickstart runs' learner and run settings;
-    the overlap arm differs in that one field only."""
+    """`flowft quickstart` today runs exactly the published overlap arms' learner and run settings; the published
+    2026-12-02 quickstart runs made without overlap differ in that one field only."""
     recorded, preset = _configs("ogpo-plus-ca", "lift", run, **QUICKSTART["lift"]["run"])
     assert _flat(preset["algo"]) == _flat(recorded["algo"])
     assert {k for k in QUICKSTART_KEYS if preset["run"][k] != recorded["run"][k]} == differs
