@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--obs-norm", choices=["zscore", "none"], default=None,
                     help="the policy's observation normalisation (as --policy.obs-norm); default: the preset's")
     ap.add_argument("--obs-clip", type=float, default=None,
-                    help="clip the z-scored observations at +-this (as --policy.obs-clip); default: no clip")
+                    help="clip the z-scored observations at +-this (as --policy.obs-clip); default: the preset's")
     ap.add_argument("--out", default=None, help="also append the JSON lines here")
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -61,9 +61,10 @@ def main() -> None:
     cfg = bc_preset(a.task, "tiny", a.demos, seed=a.seed, confirm_episodes=a.episodes, confirm_sampler="ode")
     if a.time_embed is not None:
         cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, time_embed=a.time_embed))
-    if a.obs_norm is not None or a.obs_clip is not None:
-        cfg = dataclasses.replace(cfg, policy=dataclasses.replace(
-            cfg.policy, obs_norm=a.obs_norm or cfg.policy.obs_norm, obs_clip=a.obs_clip))
+    if a.obs_norm is not None:
+        cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, obs_norm=a.obs_norm))
+    if a.obs_clip is not None:
+        cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, obs_clip=a.obs_clip))
     data = load_demos(a.demos, cfg.demos_format, cfg.read_options(bounds))
     policy = FlowPolicy(data.obs.shape[1], data.actions.shape[1], H, cfg.policy)
     policy.fit_normalizers(torch.from_numpy(data.obs), torch.from_numpy(data.actions))
