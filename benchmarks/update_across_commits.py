@@ -25,17 +25,16 @@ import sys
 import time
 from pathlib import Path
 
-H, OBS, ACT = 4, 19, 7
+OBS, ACT = 19, 7  # Lift's dims
 
 
 def child(mode: str, rounds: int) -> None:
     """Time `rounds` updates of whatever flowft is importable; print one JSON line."""
-    import numpy as np
     import torch
+    import update_speed  # this checkout's benchmarks/ (the script's directory): its buffer, chunk length and heads
 
     torch.set_num_threads(1)
     from flowft.algos.ogpo import OGPO
-    from flowft.data.buffer import ReplayBuffer
     from flowft.presets import ogpo_config
 
     cfg = dataclasses.replace(ogpo_config("ogpo-plus-ca", "lift", "tiny"), critic_warmup=0)
@@ -43,7 +42,7 @@ def child(mode: str, rounds: int) -> None:
     if getattr(cfg, "bon_distill_coeff", 0.0):  # the old update had no distillation term: the same work
         cfg = dataclasses.replace(cfg, bon_distill_coeff=0.0)
     torch.manual_seed(0)
-    algo = OGPO(cfg, OBS, ACT, H, torch.device("cpu"), seed=0)
+    algo = OGPO(cfg, OBS, ACT, update_speed.H, torch.device("cpu"), seed=0)
     t0 = time.perf_counter()
     if mode != "eager":
         from flowft.train import fastpath
@@ -51,17 +50,8 @@ def child(mode: str, rounds: int) -> None:
         _, _, compile_mode = mode.partition("@")
         fastpath.enable_fast_path(algo, True, "fp32", None, (compile_mode,) if compile_mode else None)
     compile_s = time.perf_counter() - t0
-    buf, rng = ReplayBuffer(8, 80_000, OBS, ACT, H, seed=0), np.random.default_rng(0)
-    for _ in range(2_000):  # = update_speed.py's filled_buffer
-        done = rng.random(8) < 0.01
-        buf.add_batch(rng.standard_normal((8, OBS)), rng.uniform(-1, 1, (8, ACT)), -np.ones(8), done,
-                      np.zeros(8, bool), rng.standard_normal((8, OBS)), done & (rng.random(8) < 0.5))
-    with torch.no_grad():  # = update_speed.py's agree_heads(spread 0.02): sign consensus as on trained critics
-        gen = torch.Generator().manual_seed(0)
-        for critic in (algo.critic, algo.critic_target):
-            for p in critic.parameters():
-                if p.dim() and p.shape[0] == algo.critic.M:
-                    p.copy_(p[:1].expand_as(p) + 0.02 * torch.randn(p.shape, generator=gen))
+    buf = update_speed.filled_buffer(OBS, ACT)
+    update_speed.agree_heads(algo, 0.02)  # sign consensus as on trained critics (update_speed.py --heads-spread)
     for _ in range(3):
         algo.update(buf)
     times, zero = [], []

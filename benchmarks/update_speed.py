@@ -45,7 +45,6 @@ from flowft.algos.ogpo import OGPO
 from flowft.data.buffer import ReplayBuffer
 from flowft.presets import SIZES, ogpo_config
 from flowft.registry import get_task
-from flowft.train import fastpath
 
 DIMS = {"tiny": ("toy", 6, 2), "mid": ("square", 23, 7), "paper": ("square", 23, 7)}  # task, Do, Da
 H = 4
@@ -126,6 +125,10 @@ def mode_algo(size: str, task: str | None, heads: int | None, device, mode: str)
             setattr(algo, f"{name}_opt", torch.optim.AdamW(group["params"], lr=group["lr"],
                                                            weight_decay=group["weight_decay"], foreach=True))
     extra = [e for e in extra if e not in ("allrows", "allstats", "foreach")]
+    # imported here, not at the top: update_across_commits.py imports this module's buffer and head helpers
+    # under checkouts older than the fast path
+    from flowft.train import fastpath
+
     pieces = tuple(dict.fromkeys([*fastpath.COMPILED[device.type], *extra])) if extra else None
     fastpath.enable_fast_path(algo, how == "compile", precision or "fp32", pieces,
                               (compile_mode,) if compile_mode else None)  # printed below: a fallback shows as off
